@@ -1,0 +1,327 @@
+"""Weight compander (WC) and powerpropagation (PP): `w = Ψ(v) = a·f(v/b)`.
+
+Reference: R. Cakaj, J. Mehnert, B. Yang, "Weight Compander: A Simple Weight
+Reparameterization for Regularization", IJCNN 2023 (arXiv:2306.16993), §III.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_wc import companders as companders_lib
+from keras_wc.layers.reparameterized import ReparameterizedLayer
+
+# Learnable a and b are projected back to [MIN_SCALE, ∞) after every
+# optimizer update, and the forward pass reads max(a, MIN_SCALE).
+MIN_SCALE = 1e-3
+
+
+def _check_scale(name, value, owner):
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            f"{owner}: `{name}` must be a positive number. "
+            f"Received: {name}={value!r}"
+        )
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"{owner}: `{name}` must be a finite number > 0. "
+            f"Received: {name}={value}"
+        )
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_wc")
+class MinValue(keras.constraints.Constraint):
+    """Projects a variable onto `[min_value, ∞)` after each update."""
+
+    def __init__(self, min_value=MIN_SCALE):
+        self.min_value = float(min_value)
+
+    def __call__(self, w):
+        return ops.maximum(w, self.min_value)
+
+    def get_config(self):
+        return {"min_value": self.min_value}
+
+
+@keras.saving.register_keras_serializable(package="keras_wc")
+class SharedCompander(keras.layers.Layer):
+    """One learnable `(a, b)` pair shared by many WC layers ("coarse" WC).
+
+    Pass the same instance as `shared=` to every WC layer that should share
+    it (`keras_wc.convert(model, learnable="coarse")` does this for a whole
+    model). Its two variables appear once in `model.trainable_variables`,
+    are saved once, and are shared again after `keras.saving.load_model`.
+
+    `a` and `b` are stored as they are, so gradient descent on them is the
+    paper's (§III-B); they are projected back to `[1e-3, ∞)` after every
+    optimizer update and read through `max(·, 1e-3)`, so they stay strictly
+    positive whatever the optimizer does. They are never weight-decayed.
+
+    Args:
+        a: initial `a` (> 0).
+        b: initial `b` (> 0).
+        compander: the compander shared by the layers (see `WCDense`).
+
+    Example:
+
+    >>> shared = keras_wc.SharedCompander(a=0.5, b=1.0)
+    >>> model = keras.Sequential([
+    ...     keras.Input((8,)),
+    ...     keras_wc.WCDense(16, activation="relu", shared=shared),
+    ...     keras_wc.WCDense(10, shared=shared),
+    ... ])
+    >>> len(model.trainable_variables)  # 2 × (v, bias) + (a, b)
+    6
+    """
+
+    def __init__(self, a=0.5, b=1.0, compander="arctan", **kwargs):
+        super().__init__(**kwargs)
+        owner = f"SharedCompander '{self.name}'"
+        self.initial_a = _check_scale("a", a, owner)
+        self.initial_b = _check_scale("b", b, owner)
+        self.compander = companders_lib.get(compander)
+        self._a = _add_scale(self, "a", self.initial_a)
+        self._b = _add_scale(self, "b", self.initial_b)
+        self.built = True
+
+    @property
+    def a(self):
+        return ops.maximum(self._a, MIN_SCALE)
+
+    @property
+    def b(self):
+        return ops.maximum(self._b, MIN_SCALE)
+
+    def call(self, inputs):
+        raise NotImplementedError(
+            "SharedCompander holds parameters for WC layers; it is not "
+            "called on inputs."
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "a": self.initial_a,
+                "b": self.initial_b,
+                "compander": companders_lib.serialize(self.compander),
+            }
+        )
+        return config
+
+
+def _add_scale(layer, name, value):
+    return layer.add_weight(
+        name=name,
+        shape=(),
+        initializer=keras.initializers.Constant(value),
+        dtype="float32",
+        autocast=False,
+        constraint=MinValue(MIN_SCALE),
+    )
+
+
+class _InverseInitializer(keras.initializers.Initializer):
+    """Draws `w₀` from the kernel initializer and returns `v₀ = Ψ⁻¹(w₀)`."""
+
+    def __init__(self, base, compander, a, b, layer_name):
+        self.base = base
+        self.compander = compander
+        self.a = a
+        self.b = b
+        self.layer_name = layer_name
+
+    def __call__(self, shape, dtype=None):
+        w = ops.cast(self.base(shape, dtype="float32"), "float32")
+        check_in_range(
+            ops.convert_to_numpy(w), self.compander, self.a, self.layer_name
+        )
+        return ops.cast(self.compander.inverse(w, self.a, self.b), dtype)
+
+
+def check_in_range(w, compander, a, layer_name):
+    """Raises `ValueError` if `Ψ⁻¹(w)` is undefined for some entry of `w`."""
+    bound = _max_magnitude(compander, a)
+    largest = float(np.max(np.abs(w))) if np.size(w) else 0.0
+    if largest >= bound or not np.isfinite(largest):
+        raise ValueError(
+            f"Layer '{layer_name}': the kernel has max |w| = {largest:.6g}, "
+            f"outside the range of {compander!r} with a={a:g}, which needs "
+            f"|w| < {bound:.6g}. Use a >= {largest / bound * a * 1.01:.4g}, "
+            "or a kernel_initializer of smaller scale."
+        )
+
+
+def _max_magnitude(compander, a):
+    if hasattr(compander, "max_magnitude"):
+        return compander.max_magnitude(a)
+    return math.inf
+
+
+class CompanderMixin(ReparameterizedLayer):
+    """Reparameterizes every kernel of the layer as `w = Ψ(v)`.
+
+    See `WCDense` for the arguments. Fixed `a, b` are Python floats;
+    `learnable=True` makes them trainable scalars of this layer ("fine");
+    `shared=SharedCompander(...)` shares them across layers ("coarse").
+    """
+
+    def __init__(
+        self,
+        *args,
+        a=1.0,
+        b=1.0,
+        compander="arctan",
+        learnable=False,
+        shared=None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        owner = f"{type(self).__name__} '{self.name}'"
+        if isinstance(shared, dict):
+            shared = keras.saving.deserialize_keras_object(shared)
+        if shared is not None:
+            if not isinstance(shared, SharedCompander):
+                raise TypeError(
+                    f"{owner}: `shared` must be a keras_wc.SharedCompander. "
+                    f"Received: shared={shared!r}"
+                )
+            if (a, b, compander, learnable) != (1.0, 1.0, "arctan", False):
+                raise ValueError(
+                    f"{owner}: with `shared`, a, b and the compander come "
+                    "from the SharedCompander; leave `a`, `b`, `compander` "
+                    "and `learnable` at their defaults."
+                )
+        if not isinstance(learnable, bool):
+            raise TypeError(
+                f"{owner}: `learnable` must be True or False (use "
+                "`shared=SharedCompander(...)` for the coarse version). "
+                f"Received: learnable={learnable!r}"
+            )
+        self.initial_a = _check_scale("a", a, owner)
+        self.initial_b = _check_scale("b", b, owner)
+        self.compander = (
+            shared.compander if shared else companders_lib.get(compander)
+        )
+        self.learnable = learnable
+        self.shared = shared
+
+    @property
+    def is_learnable(self):
+        """Whether `a` and `b` are trained (fine or coarse)."""
+        return self.learnable or self.shared is not None
+
+    @property
+    def a(self):
+        """Current `a`: a float when fixed, a scalar tensor when learnable."""
+        if self.shared is not None:
+            return self.shared.a
+        if self.learnable:
+            return ops.maximum(self._a, MIN_SCALE)
+        return self.initial_a
+
+    @property
+    def b(self):
+        """Current `b`: a float when fixed, a scalar tensor when learnable."""
+        if self.shared is not None:
+            return self.shared.b
+        if self.learnable:
+            return ops.maximum(self._b, MIN_SCALE)
+        return self.initial_b
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.learnable:
+            self._a = _add_scale(self, "a", self.initial_a)
+            self._b = _add_scale(self, "b", self.initial_b)
+
+    def _current_scales(self):
+        """(a, b) as Python floats, for initialization."""
+        if self.shared is not None:
+            return (
+                float(ops.convert_to_numpy(self.shared.a)),
+                float(ops.convert_to_numpy(self.shared.b)),
+            )
+        return self.initial_a, self.initial_b
+
+    def _create_kernel(self, name, shape, initializer, regularizer, constraint):
+        a, b = self._current_scales()
+        if regularizer is not None and not self.is_learnable:
+            # Eq. 5: with fixed a, b the weight decay acts on w = Ψ(v).
+            regularizer = _OnEffective(regularizer, self, name)
+        if constraint is not None:
+            constraint = _ConstrainEffective(constraint, self)
+        variable = self._add_raw_weight(
+            name=name.replace("kernel", "v"),
+            shape=shape,
+            initializer=_InverseInitializer(
+                initializer, self.compander, a, b, self.name
+            ),
+            regularizer=regularizer,
+            constraint=constraint,
+        )
+        # Lets `keras_wc.optimizers.modified` find Ψ'(v) for this variable.
+        variable._keras_wc_compander_layer = self
+        return variable
+
+    def _effective_kernel(self, name):
+        return self.forward(self._raw_kernels[name])
+
+    def forward(self, v):
+        """Ψ(v) in float32 with the layer's current a, b."""
+        return self.compander.forward(ops.cast(v, "float32"), self.a, self.b)
+
+    def inverse(self, w):
+        """Ψ⁻¹(w) in float32 with the layer's current a, b."""
+        return self.compander.inverse(ops.cast(w, "float32"), self.a, self.b)
+
+    def derivative(self, v):
+        """Ψ'(v) in float32 with the layer's current a, b (Eq. 3)."""
+        return companders_lib.derivative(
+            self.compander, ops.cast(v, "float32"), self.a, self.b
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "a": self.initial_a,
+                "b": self.initial_b,
+                "compander": companders_lib.serialize(self.compander),
+                "learnable": self.learnable,
+                "shared": (
+                    keras.saving.serialize_keras_object(self.shared)
+                    if self.shared is not None
+                    else None
+                ),
+            }
+        )
+        return config
+
+
+class _OnEffective:
+    """A kernel regularizer applied to Ψ(v) instead of v."""
+
+    def __init__(self, regularizer, layer, name):
+        self.regularizer = regularizer
+        self.layer = layer
+        self.name = name
+
+    def __call__(self, v):
+        return self.regularizer(self.layer.forward(v))
+
+
+class _ConstrainEffective:
+    """A kernel constraint applied to w = Ψ(v): v ← Ψ⁻¹(c(Ψ(v)))."""
+
+    def __init__(self, constraint, layer):
+        self.constraint = constraint
+        self.layer = layer
+
+    def __call__(self, v):
+        return self.layer.inverse(self.constraint(self.layer.forward(v)))
