@@ -241,13 +241,10 @@ class CompanderMixin(ReparameterizedLayer):
             self._b = _add_scale(self, "b", self.initial_b)
 
     def _current_scales(self):
-        """(a, b) as Python floats, for initialization."""
-        if self.shared is not None:
-            return (
-                float(ops.convert_to_numpy(self.shared.a)),
-                float(ops.convert_to_numpy(self.shared.b)),
-            )
-        return self.initial_a, self.initial_b
+        """The current (a, b) as Python floats (eager)."""
+        if self.learnable and not hasattr(self, "_a"):
+            return self.initial_a, self.initial_b  # still building
+        return tuple(float(ops.convert_to_numpy(s)) for s in (self.a, self.b))
 
     def _create_kernel(self, name, shape, initializer, regularizer, constraint):
         a, b = self._current_scales()
@@ -272,6 +269,11 @@ class CompanderMixin(ReparameterizedLayer):
     def _effective_kernel(self, name):
         return self.forward(self._raw_kernels[name])
 
+    def _assign_kernel(self, name, value):
+        a, _ = self._current_scales()
+        check_in_range(ops.convert_to_numpy(value), self.compander, a, self.name)
+        self._raw_kernels[name].assign(self.inverse(value))
+
     def forward(self, v):
         """Ψ(v) in float32 with the layer's current a, b."""
         return self.compander.forward(ops.cast(v, "float32"), self.a, self.b)
@@ -295,13 +297,26 @@ class CompanderMixin(ReparameterizedLayer):
                 "compander": companders_lib.serialize(self.compander),
                 "learnable": self.learnable,
                 "shared": (
-                    keras.saving.serialize_keras_object(self.shared)
+                    _serialize_shared(self.shared)
                     if self.shared is not None
                     else None
                 ),
             }
         )
         return config
+
+
+def _serialize_shared(shared):
+    """Serializes a SharedCompander so that loading rebuilds one object.
+
+    Keras rebuilds an object once per `shared_object_id` while loading, but
+    only marks an object as shared when it serializes it a second time, after
+    the first referring layer's config has been written. Every referring
+    layer therefore writes the id itself (Keras uses `id(obj)` too).
+    """
+    config = keras.saving.serialize_keras_object(shared)
+    config["shared_object_id"] = id(shared)
+    return config
 
 
 class _OnEffective:

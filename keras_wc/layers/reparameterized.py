@@ -86,7 +86,9 @@ class ReparameterizedLayer:
     * `_create_kernel(name, shape, initializer, regularizer, constraint)`:
       create the raw variable(s) for one kernel with `_add_raw_weight` and
       return the variable that stands for the kernel;
-    * `_effective_kernel(name)`: the effective kernel as a float32 tensor.
+    * `_effective_kernel(name)`: the effective kernel as a float32 tensor;
+    * `_assign_kernel(name, value)`: set the raw variables so that the
+      effective kernel is `value` (the right inverse).
     """
 
     kernel = _kernel_property("kernel")
@@ -147,6 +149,33 @@ class ReparameterizedLayer:
         raise NotImplementedError
 
     def _effective_kernel(self, name):
+        raise NotImplementedError
+
+    def assign_effective_kernel(self, name, value):
+        """Sets the raw variables so that the effective `name` equals `value`.
+
+        The right inverse of the reparameterization (PyTorch parametrize's
+        `right_inverse`), used by `keras_wc.convert` to start from existing
+        weights without changing the layer's function.
+
+        Args:
+            name: `"kernel"`, `"depthwise_kernel"` or `"pointwise_kernel"`.
+            value: array of the kernel's shape.
+        """
+        if name not in self._raw_kernels:
+            raise ValueError(
+                f"Layer '{self.name}' has no kernel {name!r} (built: "
+                f"{self.built}). Its kernels: {list(self._raw_kernels)}"
+            )
+        expected = tuple(self._raw_kernels[name].shape)
+        if tuple(value.shape) != expected:
+            raise ValueError(
+                f"Layer '{self.name}': `{name}` has shape {expected}. "
+                f"Received: value with shape {tuple(value.shape)}"
+            )
+        self._assign_kernel(name, ops.cast(value, "float32"))
+
+    def _assign_kernel(self, name, value):
         raise NotImplementedError
 
     def effective_kernels(self):

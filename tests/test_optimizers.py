@@ -1,0 +1,194 @@
+"""The modified adaptive optimizer (WC paper §III-A.3) against numpy."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from layer_harness import mirrored_strategy
+
+import keras_wc
+from keras_wc.optimizers import ModifiedAdam, modified
+
+LR, B1, B2, EPS = 0.01, 0.9, 0.999, 1e-7
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((8, 5)).astype("float32"),
+        rng.standard_normal((8, 3)).astype("float32"),
+    )
+
+
+def _wc_model(a=0.8, b=0.6, compander="arctan"):
+    inputs = keras.Input((5,))
+    layer = keras_wc.WCDense(3, a=a, b=b, compander=compander,
+                             bias_initializer="random_normal")
+    return keras.Model(inputs, layer(inputs)), layer
+
+
+def _numpy_modified_adam(v, bias, x, y, steps, psi, dpsi):
+    """Keras's Adam (bias correction folded into the learning rate), with the
+    moments of v built from ∂L/∂w and the step multiplied by Ψ'(v)."""
+    v, bias = v.astype("float64"), bias.astype("float64")
+    state = {k: [np.zeros_like(p), np.zeros_like(p)]
+             for k, p in (("v", v), ("bias", bias))}
+    for t in range(1, steps + 1):
+        w = psi(v)
+        err = x @ w + bias - y
+        grad_w = 2 * x.T @ err / err.size  # mse
+        grad_b = 2 * err.sum(axis=0) / err.size
+        lr_t = LR * np.sqrt(1 - B2**t) / (1 - B1**t)
+        updates = {}
+        for key, g in (("v", grad_w), ("bias", grad_b)):
+            m, s = state[key]
+            m += (g - m) * (1 - B1)
+            s += (g * g - s) * (1 - B2)
+            updates[key] = m * lr_t / (np.sqrt(s) + EPS)
+        v = v - dpsi(v) * updates["v"]
+        bias = bias - updates["bias"]
+    return v, bias
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_modified_adam_matches_numpy_over_steps(jit):
+    a, b = 0.8, 0.6
+    model, layer = _wc_model(a, b)
+    x, y = _data()
+    v0, b0 = np.asarray(layer.v), np.asarray(layer.bias)
+    model.compile(optimizer=ModifiedAdam(LR, beta_1=B1, beta_2=B2,
+                                         epsilon=EPS),
+                  loss="mse", jit_compile=jit)
+    model.fit(x, y, batch_size=8, epochs=5, verbose=0, shuffle=False)
+    v_ref, b_ref = _numpy_modified_adam(
+        v0, b0, x, y, 5,
+        psi=lambda v: a * np.arctan(v / b),
+        dpsi=lambda v: a * b / (b**2 + v**2),
+    )
+    np.testing.assert_allclose(np.asarray(layer.v), v_ref, rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer.bias), b_ref, rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_plain_adam_differs_from_modified():
+    x, y = _data()
+    results = []
+    for optimizer in (keras.optimizers.Adam(LR), ModifiedAdam(LR)):
+        model, layer = _wc_model()
+        layer.v.assign(np.full(layer.v.shape, 0.7, "float32"))
+        model.compile(optimizer=optimizer, loss="mse")
+        model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False)
+        results.append(np.asarray(layer.v))
+    assert np.max(np.abs(results[0] - results[1])) > 1e-3
+
+
+def test_powerprop_zero_weights_stay_zero_and_finite():
+    model, layer = _wc_model(1.0, 1.0, keras_wc.companders.Powerprop(2.0))
+    v = np.asarray(layer.v).copy()
+    v[0, :] = 0.0
+    layer.v.assign(v)
+    x, y = _data()
+    model.compile(optimizer=ModifiedAdam(LR), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0)
+    after = np.asarray(layer.v)
+    assert np.all(np.isfinite(after))
+    np.testing.assert_array_equal(after[0], 0.0)
+    assert not np.allclose(after[1:], v[1:])
+
+
+def test_learnable_shared_scales_take_plain_adam_and_old_values():
+    """With a coarse (a, b) updated in the same step, every kernel's Ψ'(v)
+    must use the (a, b) from before the step."""
+    shared = keras_wc.SharedCompander(a=0.9, b=0.7)
+    inputs = keras.Input((5,))
+    h = keras_wc.WCDense(4, shared=shared, name="first")(inputs)
+    out = keras_wc.WCDense(3, shared=shared, name="second")(h)
+    model = keras.Model(inputs, out)
+    x, y = _data()
+    optimizer = ModifiedAdam(LR)
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        loss = keras.losses.mean_squared_error(y, model(x))
+        loss = tf.reduce_mean(loss)
+    grads = tape.gradient(loss, variables)
+    snapshot = {v.path: np.asarray(v, "float64") for v in variables}
+    a0, b0 = snapshot[shared._a.path], snapshot[shared._b.path]
+    optimizer.apply(grads, variables)
+    lr_t = LR * np.sqrt(1 - B2) / (1 - B1)
+    for variable, grad in zip(variables, grads):
+        old, g = snapshot[variable.path], np.asarray(grad, "float64")
+        if variable.path.endswith("/v"):
+            dpsi = a0 * b0 / (b0**2 + old**2)
+            g_w = g / dpsi
+            step = (1 - B1) * g_w * lr_t / (np.sqrt((1 - B2) * g_w**2) + EPS)
+            expected = old - dpsi * step
+        else:
+            expected = old - (1 - B1) * g * lr_t / (
+                np.sqrt((1 - B2) * g**2) + EPS)
+        np.testing.assert_allclose(np.asarray(variable), expected, rtol=1e-4,
+                                   atol=1e-7, err_msg=variable.path)
+
+
+def test_state_saves_and_restores(tmp_path):
+    x, y = _data()
+    model, _ = _wc_model()
+    model.compile(optimizer=ModifiedAdam(LR), loss="mse")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.optimizer) is ModifiedAdam
+    assert int(loaded.optimizer.iterations) == 2
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for m in (model, loaded):
+        m.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+
+
+def test_mirrored_strategy_equals_one_device():
+    x, y = _data()
+    reference, _ = _wc_model()
+    weights = reference.get_weights()
+    reference.compile(optimizer=ModifiedAdam(LR), loss="mse")
+    reference.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    with mirrored_strategy().scope():
+        model, _ = _wc_model()
+        model.set_weights(weights)
+        model.compile(optimizer=ModifiedAdam(LR), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    for a, b in zip(reference.weights, model.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_under_mixed_precision_loss_scaling():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model, layer = _wc_model()
+        x, y = _data()
+        model.compile(optimizer=ModifiedAdam(LR), loss="mse")
+        before = np.asarray(layer.v).copy()
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    after = np.asarray(layer.v)
+    assert np.all(np.isfinite(after)) and not np.allclose(after, before)
+
+
+def test_modified_factory():
+    ModifiedRMSprop = modified(keras.optimizers.RMSprop)
+    assert ModifiedRMSprop.__name__ == "ModifiedRMSprop"
+    assert modified(ModifiedRMSprop) is ModifiedRMSprop
+    model, layer = _wc_model()
+    x, y = _data()
+    model.compile(optimizer=ModifiedRMSprop(1e-3), loss="mse")
+    model.fit(x, y, verbose=0)
+    assert np.all(np.isfinite(np.asarray(layer.v)))
+    with pytest.raises(TypeError, match="optimizer_class"):
+        modified(keras.optimizers.Adam(1e-3))
