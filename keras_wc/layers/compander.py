@@ -8,6 +8,7 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from keras_wc import companders as companders_lib
@@ -249,8 +250,10 @@ class CompanderMixin(ReparameterizedLayer):
     def _create_kernel(self, name, shape, initializer, regularizer, constraint):
         a, b = self._current_scales()
         if regularizer is not None and not self.is_learnable:
-            # Eq. 5: with fixed a, b the weight decay acts on w = Ψ(v).
-            regularizer = _OnEffective(regularizer, self, name)
+            # Eq. 5: with fixed a, b the weight decay acts on w = Ψ(v); it is
+            # added in `call`, on the Ψ(v) of the forward pass.
+            self._call_regularizers[name] = regularizer
+            regularizer = None
         if constraint is not None:
             constraint = _ConstrainEffective(constraint, self)
         variable = self._add_raw_weight(
@@ -276,7 +279,12 @@ class CompanderMixin(ReparameterizedLayer):
 
     def forward(self, v):
         """Ψ(v) in float32 with the layer's current a, b."""
-        return self.compander.forward(ops.cast(v, "float32"), self.a, self.b)
+        v = ops.cast(v, "float32")
+        if self.is_learnable or not callable(
+            getattr(self.compander, "derivative", None)
+        ):
+            return self.compander.forward(v, self.a, self.b)
+        return _fixed_forward(self.compander, v, self.a, self.b)
 
     def inverse(self, w):
         """Ψ⁻¹(w) in float32 with the layer's current a, b."""
@@ -319,16 +327,21 @@ def _serialize_shared(shared):
     return config
 
 
-class _OnEffective:
-    """A kernel regularizer applied to Ψ(v) instead of v."""
+def _fixed_forward(compander, v, a, b):
+    """Ψ(v) for fixed a, b with the closed-form Ψ'(v) as its gradient.
 
-    def __init__(self, regularizer, layer, name):
-        self.regularizer = regularizer
-        self.layer = layer
-        self.name = name
+    One expression for the backward pass (Eq. 3) instead of the chain of
+    elementwise gradients autodiff would build through `a·f(v/b)`.
+    """
 
-    def __call__(self, v):
-        return self.regularizer(self.layer.forward(v))
+    @tf.custom_gradient
+    def psi(v):
+        def grad(upstream):
+            return upstream * compander.derivative(v, a, b)
+
+        return compander.forward(v, a, b), grad
+
+    return psi(v)
 
 
 class _ConstrainEffective:

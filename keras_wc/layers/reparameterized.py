@@ -39,7 +39,11 @@ def _kernel_property(name):
                 f"Layer '{self.name}' has no `{name}` yet: build the layer "
                 "(call it on an input) before reading it."
             )
-        return ops.cast(self._effective_kernel(name), self.compute_dtype)
+        kernel = self._effective_kernel(name)
+        regularizer = self._call_regularizers.get(name)
+        if regularizer is not None and self._in_call:
+            self.add_loss(regularizer(kernel))
+        return ops.cast(kernel, self.compute_dtype)
 
     def setter(self, value):
         # The parent's `build` stores what `add_weight` returned, i.e. the
@@ -113,6 +117,11 @@ class ReparameterizedLayer:
                 "model, then quantize it."
             )
         self._raw_kernels = {}
+        # Regularizers of the effective kernel, evaluated on the kernel the
+        # forward pass computes (one evaluation of the reparameterization per
+        # step instead of a second one for the penalty).
+        self._call_regularizers = {}
+        self._in_call = False
 
     @property
     def raw_kernels(self):
@@ -132,6 +141,15 @@ class ReparameterizedLayer:
         )
         self._raw_kernels[name] = variable
         return variable
+
+    # `__call__`, not `call`: Keras reads the parent's `call` signature
+    # (input names, `training`), which an override with *args would hide.
+    def __call__(self, *args, **kwargs):
+        self._in_call = True
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            self._in_call = False
 
     def _add_raw_weight(self, name, shape, initializer, **kwargs):
         # Raw variables stay float32 and are never autocast: the effective

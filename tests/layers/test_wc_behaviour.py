@@ -125,9 +125,26 @@ def test_learnable_gradients_for_a_and_b():
 def test_weight_decay_on_psi_when_fixed_and_on_v_when_learnable():
     reg = keras.regularizers.L2(0.01)
     fixed = keras_wc.WCDense(4, a=0.9, b=0.6, kernel_regularizer=reg)
-    fixed.build((None, 3))
+    fixed(_x((2, 3)))
     expected = 0.01 * np.sum(_np_arctan(fixed.v, 0.9, 0.6) ** 2)  # Eq. 5
+    # Computed on the forward pass's Ψ(v), so it is there after a call.
     np.testing.assert_allclose(float(sum(fixed.losses)), expected, rtol=1e-5)
+    assert fixed.v.regularizer is None
+    # ... and it reaches `fit`'s loss and the gradient of v (through Ψ').
+    model = keras.Sequential([keras.Input((3,)), fixed])
+    model.compile(optimizer="sgd", loss=lambda y, p: 0.0 * keras.ops.sum(p))
+    x = _x((2, 3))
+    loss = model.evaluate(x, np.zeros((2, 4)), verbose=0)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    with tf.GradientTape() as tape:
+        model(x, training=True)
+        penalty = tf.add_n(model.losses)
+    v = np.asarray(fixed.v, "float64")
+    np.testing.assert_allclose(
+        tape.gradient(penalty, fixed.v).numpy(),
+        0.02 * _np_arctan(v, 0.9, 0.6) * 0.9 * 0.6 / (0.36 + v**2),
+        rtol=1e-4,
+    )
 
     learn = keras_wc.WCDense(4, a=0.9, b=0.6, kernel_regularizer=reg,
                              learnable=True)
