@@ -6,7 +6,9 @@ Keras kernel layers.
 """
 
 from keras_wc import companders, optimizers
+from keras_wc.initialization import initialize
 from keras_wc.layers.compander import SharedCompander
+from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
 from keras_wc.layers.wc import (
     WCConv1D,
     WCConv1DTranspose,
@@ -21,10 +23,25 @@ from keras_wc.layers.wc import (
     WCSeparableConv1D,
     WCSeparableConv2D,
 )
+from keras_wc.layers.wn import (
+    WNConv1D,
+    WNConv1DTranspose,
+    WNConv2D,
+    WNConv2DTranspose,
+    WNConv3D,
+    WNConv3DTranspose,
+    WNDense,
+    WNDepthwiseConv1D,
+    WNDepthwiseConv2D,
+    WNEinsumDense,
+    WNSeparableConv1D,
+    WNSeparableConv2D,
+)
 from keras_wc.version import __version__
 from keras_wc.weight_decay import l2_from_pytorch
 
 __all__ = [
+    "MeanOnlyBatchNorm",
     "SharedCompander",
     "WCConv1D",
     "WCConv1DTranspose",
@@ -38,8 +55,21 @@ __all__ = [
     "WCEinsumDense",
     "WCSeparableConv1D",
     "WCSeparableConv2D",
+    "WNConv1D",
+    "WNConv1DTranspose",
+    "WNConv2D",
+    "WNConv2DTranspose",
+    "WNConv3D",
+    "WNConv3DTranspose",
+    "WNDense",
+    "WNDepthwiseConv1D",
+    "WNDepthwiseConv2D",
+    "WNEinsumDense",
+    "WNSeparableConv1D",
+    "WNSeparableConv2D",
     "__version__",
     "companders",
+    "initialize",
     "l2_from_pytorch",
     "optimizers",
 ]

@@ -1,0 +1,493 @@
+"""Weight normalization (WN): `w = g·v/‖v‖` per output unit.
+
+Reference: T. Salimans, D. P. Kingma, "Weight Normalization: A Simple
+Reparameterization to Accelerate Training of Deep Neural Networks",
+NeurIPS 2016 (arXiv:1602.07868), Eq. 2 (parameterization), Eq. 3
+(gradients), §3 (data-dependent initialization). Reference code:
+openai/weightnorm, `tensorflow/nn.py`.
+
+This module holds the mixin behind every `keras_wc.WN*` layer and the
+"init pass" protocol used by `keras_wc.initialize`: inside `init_pass()`,
+the first eager call of a WN layer whose `initialized` flag is not set
+initializes the layer from its actual inputs, then returns its output with
+the new parameters, so that every layer downstream is initialized on the
+already-initialized outputs of the layers before it.
+"""
+
+import contextlib
+import contextvars
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_wc.layers.reparameterized import RAW_NAMES, ReparameterizedLayer
+
+# ‖v‖ = sqrt(max(Σv², NORM_EPSILON)), as in `tf.nn.l2_normalize`: a zero
+# `v` gives w = 0 and finite gradients instead of 0/0.
+NORM_EPSILON = 1e-12
+# ε in g = init_scale/√(var(t) + ε): openai/weightnorm `tensorflow/nn.py`
+# uses 1e-10 for dense layers and 1e-8 for (transposed) convolutions. A
+# channel whose variance is at most ε on the init batch is "dead" (see
+# `WeightNormMixin`).
+DENSE_EPSILON = 1e-10
+CONV_EPSILON = 1e-8
+
+_TRANSPOSED = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_NORM_CONSTRAINTS = (
+    keras.constraints.MaxNorm,
+    keras.constraints.MinMaxNorm,
+    keras.constraints.UnitNorm,
+)
+
+_INIT_PASS = contextvars.ContextVar("keras_wc_init_pass", default=None)
+
+
+class _InitPass:
+    """What one `init_pass()` did: initialized layers and previous values."""
+
+    def __init__(self):
+        self.layers = []
+        self._previous = []
+
+    def record(self, layer, variables):
+        self.layers.append(layer)
+        self._previous.extend((v, ops.convert_to_numpy(v)) for v in variables)
+
+    def restore(self):
+        for variable, value in reversed(self._previous):
+            variable.assign(value)
+        self.layers = []
+        self._previous = []
+
+
+@contextlib.contextmanager
+def init_pass():
+    """Context in which uninitialized WN layers initialize on first call.
+
+    Yields an object whose `layers` lists the layers initialized so far, in
+    call order. If the body raises, every variable the pass assigned is
+    restored, so a failed pass leaves the model as it was.
+    """
+    state = _InitPass()
+    token = _INIT_PASS.set(state)
+    try:
+        yield state
+    except BaseException:
+        state.restore()
+        raise
+    finally:
+        _INIT_PASS.reset(token)
+
+
+def in_init_pass():
+    """Whether the current (eager) call runs inside `init_pass()`."""
+    return _INIT_PASS.get() is not None and tf.executing_eagerly()
+
+
+def _is_true(training):
+    return isinstance(training, (bool, np.bool_)) and bool(training)
+
+
+def _einsum_specs(equation):
+    """(kernel spec, output spec) of an EinsumDense equation."""
+    inputs, output = equation.split("->")
+    return inputs.split(",")[1], output
+
+
+def _spec_positions(spec, ndim):
+    """Position of each letter of an einsum output spec in a rank-`ndim`
+    tensor, "..." standing for the dimensions no letter names."""
+    if "..." not in spec:
+        return {c: i for i, c in enumerate(spec)}
+    head, tail = spec.split("...")
+    positions = {c: i for i, c in enumerate(head)}
+    positions.update({c: ndim - len(tail) + i for i, c in enumerate(tail)})
+    return positions
+
+
+def _normalize_axes(axis, rank):
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    return {a % rank for a in axes}
+
+
+class _NormOf(keras.initializers.Initializer):
+    """Initializes `g` to ‖v‖ (or `s` to log‖v‖) of an existing `v`."""
+
+    def __init__(self, v, norm_axes, log_scale):
+        self.v = v
+        self.norm_axes = norm_axes
+        self.log_scale = log_scale
+
+    def __call__(self, shape, dtype=None):
+        norm = ops.reshape(_norm(self.v, self.norm_axes), shape)
+        return ops.cast(ops.log(norm) if self.log_scale else norm, dtype)
+
+
+def _norm(v, norm_axes):
+    v = ops.cast(v, "float32")
+    squares = ops.sum(ops.square(v), axis=norm_axes, keepdims=True)
+    return ops.sqrt(ops.maximum(squares, NORM_EPSILON))
+
+
+class _GainConstraint:
+    """A norm constraint on `w` along the WN norm axes, applied to `g`.
+
+    Along those axes ‖w‖ = |g|, so constraining `g` reshaped to the kernel
+    rank (size 1 on the norm axes) is exactly constraining `w`.
+    """
+
+    def __init__(self, constraint, unit_axes, rank, log_scale):
+        self.constraint = constraint
+        self.unit_axes = unit_axes
+        self.rank = rank
+        self.log_scale = log_scale
+
+    def __call__(self, raw):
+        gain = ops.exp(raw) if self.log_scale else raw
+        shape = [1] * self.rank
+        for i, axis in enumerate(self.unit_axes):
+            shape[axis] = raw.shape[i]
+        gain = ops.reshape(self.constraint(ops.reshape(gain, shape)), raw.shape)
+        if self.log_scale:
+            return ops.log(ops.maximum(gain, NORM_EPSILON))
+        return gain
+
+
+def _gain_property(name):
+    def getter(self):
+        return self.gain(name)
+
+    return property(
+        getter, doc=f"The WN gain `g` of `{name}` (exp(s) if log_scale)."
+    )
+
+
+class WeightNormMixin(ReparameterizedLayer):
+    """Reparameterizes every kernel of the layer as `w = g·v/‖v‖`.
+
+    See `keras_wc.WNDense` for the arguments and the semantics. Put it first
+    in the bases: `class WNConv2D(WeightNormMixin, keras.layers.Conv2D)`.
+
+    There is one gain per output unit; the norm is taken over every kernel
+    axis except the output-unit axes (`_unit_axes`). Data-dependent init
+    (`keras_wc.initialize`) sets the gain of the kernel that scales the
+    layer's output channels (`kernel`, or `pointwise_kernel` for a separable
+    convolution) and the bias.
+    """
+
+    g = _gain_property("kernel")
+    depthwise_g = _gain_property("depthwise_kernel")
+    pointwise_g = _gain_property("pointwise_kernel")
+
+    def __init__(
+        self,
+        *args,
+        data_init=True,
+        init_scale=1.0,
+        log_scale=False,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        owner = f"{type(self).__name__} '{self.name}'"
+        for arg, value in (("data_init", data_init), ("log_scale", log_scale)):
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f"{owner}: `{arg}` must be True or False. "
+                    f"Received: {arg}={value!r}"
+                )
+        if isinstance(init_scale, bool) or not isinstance(
+            init_scale, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(
+                f"{owner}: `init_scale` must be a positive number. "
+                f"Received: init_scale={init_scale!r}"
+            )
+        if not (math.isfinite(init_scale) and init_scale > 0):
+            raise ValueError(
+                f"{owner}: `init_scale` must be a finite number > 0. "
+                f"Received: init_scale={init_scale}"
+            )
+        self.data_init = data_init
+        self.init_scale = float(init_scale)
+        self.log_scale = log_scale
+        self._gains = {}
+        self._norm_axes = {}
+        self._direction_only = False
+        rank = self._kernel_rank()
+        for name, constraint in self._kernel_constraints().items():
+            self._split_constraint(name, constraint, rank)
+
+    # -- layout ------------------------------------------------------------
+
+    def _kernel_rank(self):
+        if isinstance(self, keras.layers.Dense):
+            return 2
+        if isinstance(self, keras.layers.EinsumDense):
+            return len(_einsum_specs(self.equation)[0])
+        return self.rank + 2
+
+    def _kernel_constraints(self):
+        if isinstance(self, _SEPARABLE):
+            return {
+                "depthwise_kernel": self.depthwise_constraint,
+                "pointwise_kernel": self.pointwise_constraint,
+            }
+        if isinstance(self, _DEPTHWISE):
+            return {"kernel": self.depthwise_constraint}
+        return {"kernel": self.kernel_constraint}
+
+    def _unit_axes(self, name, rank):
+        """The kernel axes indexing output units (one gain per unit)."""
+        if isinstance(self, keras.layers.EinsumDense):
+            kernel_spec, output_spec = _einsum_specs(self.equation)
+            return tuple(
+                i for i, c in enumerate(kernel_spec) if c in output_spec
+            )
+        if isinstance(self, _TRANSPOSED):
+            return (rank - 2,)
+        if name == "depthwise_kernel" or isinstance(self, _DEPTHWISE):
+            return (rank - 2, rank - 1)
+        return (rank - 1,)
+
+    def _output_units(self, ndim):
+        """(output positions of the units, in output order; the permutation
+        taking statistics over them to the order of the gain's axes)."""
+        if isinstance(self, keras.layers.EinsumDense):
+            kernel_spec, output_spec = _einsum_specs(self.equation)
+            positions = _spec_positions(output_spec, ndim)
+            letters = [c for c in kernel_spec if c in output_spec]
+            in_output_order = sorted(letters, key=positions.get)
+            perm = [in_output_order.index(c) for c in letters]
+            return [positions[c] for c in in_output_order], perm
+        if getattr(self, "data_format", None) == "channels_first":
+            return [1], [0]
+        return [ndim - 1], [0]
+
+    def _bias_positions(self, ndim):
+        if isinstance(self, keras.layers.EinsumDense):
+            _, output_spec = _einsum_specs(self.equation)
+            positions = _spec_positions(output_spec, ndim)
+            return [positions[c] for c in self.bias_axes]
+        return self._output_units(ndim)[0]
+
+    def _output_kernel(self):
+        if "pointwise_kernel" in self._raw_kernels:
+            return "pointwise_kernel"
+        return "kernel"
+
+    def _split_constraint(self, name, constraint, rank):
+        """(constraint on v, constraint on g) that make `w` obey
+        `constraint` exactly; `ValueError` if no such pair exists."""
+        if constraint is None:
+            return None, None
+        unit_axes = self._unit_axes(name, rank)
+        norm_axes = set(range(rank)) - set(unit_axes)
+        if type(constraint) is keras.constraints.NonNeg:
+            # w ≥ 0 ⟺ v ≥ 0 when g ≥ 0 (always true for g = exp(s)).
+            return constraint, None if self.log_scale else constraint
+        if (
+            type(constraint) in _NORM_CONSTRAINTS
+            and _normalize_axes(constraint.axis, rank) == norm_axes
+        ):
+            return None, _GainConstraint(
+                constraint, unit_axes, rank, self.log_scale
+            )
+        raise ValueError(
+            f"{type(self).__name__} '{self.name}': the constraint on "
+            f"`{name}` cannot be honoured exactly on w = g·v/‖v‖. Supported: "
+            "`NonNeg`, and `MaxNorm`, `MinMaxNorm` or `UnitNorm` with "
+            f"axis={sorted(norm_axes)} (the norm axes, where ‖w‖ = |g|). "
+            f"Received: constraint={constraint!r}"
+            + (
+                f" with axis={constraint.axis}"
+                if hasattr(constraint, "axis")
+                else ""
+            )
+        )
+
+    # -- the reparameterization -------------------------------------------
+
+    def _create_kernel(self, name, shape, initializer, regularizer, constraint):
+        rank = len(shape)
+        unit_axes = self._unit_axes(name, rank)
+        norm_axes = tuple(a for a in range(rank) if a not in unit_axes)
+        v_constraint, g_constraint = self._split_constraint(
+            name, constraint, rank
+        )
+        if regularizer is not None:
+            # The penalty acts on w = g·v/‖v‖; it is added in `call`, on the
+            # kernel the forward pass computes.
+            self._call_regularizers[name] = regularizer
+        raw_name = RAW_NAMES[name]
+        v = self._add_raw_weight(
+            name=raw_name,
+            shape=shape,
+            initializer=initializer,
+            constraint=v_constraint,
+        )
+        self._gains[name] = self._add_raw_weight(
+            name=raw_name[:-1] + ("s" if self.log_scale else "g"),
+            shape=tuple(shape[a] for a in unit_axes),
+            initializer=_NormOf(v, norm_axes, self.log_scale),
+            constraint=g_constraint,
+        )
+        self._norm_axes[name] = norm_axes
+        return v
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.initialized = self.add_weight(
+            name="initialized",
+            shape=(),
+            dtype="bool",
+            initializer="zeros",
+            trainable=False,
+        )
+
+    @property
+    def raw_gains(self):
+        """Dict from kernel name to its raw gain variable (`g`, or `s`)."""
+        return dict(self._gains)
+
+    def gain(self, name="kernel"):
+        """The gain `g` of kernel `name` (`exp(s)` when `log_scale`)."""
+        if name not in self._gains:
+            raise AttributeError(
+                f"Layer '{self.name}' has no gain for {name!r} (built: "
+                f"{self.built}). Its kernels: {list(self._gains)}"
+            )
+        raw = self._gains[name]
+        return ops.exp(raw) if self.log_scale else raw
+
+    def _gain_keepdims(self, name):
+        rank = len(self._raw_kernels[name].shape)
+        norm_axes = self._norm_axes[name]
+        shape = [1] * rank
+        unit = [a for a in range(rank) if a not in norm_axes]
+        for i, axis in enumerate(unit):
+            shape[axis] = self._gains[name].shape[i]
+        return ops.reshape(ops.cast(self.gain(name), "float32"), shape)
+
+    def _effective_kernel(self, name):
+        v = ops.cast(self._raw_kernels[name], "float32")
+        direction = v / _norm(v, self._norm_axes[name])
+        if self._direction_only and name == self._output_kernel():
+            return direction
+        return direction * self._gain_keepdims(name)
+
+    def _assign_kernel(self, name, value):
+        norm = ops.reshape(
+            _norm(value, self._norm_axes[name]), self._gains[name].shape
+        )
+        self._raw_kernels[name].assign(value)
+        self._gains[name].assign(ops.log(norm) if self.log_scale else norm)
+
+    # -- data-dependent initialization -------------------------------------
+
+    def is_initialized(self):
+        """Whether the persisted `initialized` flag is set.
+
+        Reads the variable eagerly, also while a `tf.function` is traced.
+        """
+        with tf.init_scope():
+            return bool(ops.convert_to_numpy(self.initialized))
+
+    def call(self, inputs, training=None):
+        if in_init_pass() and not self.is_initialized():
+            self._data_dependent_init(inputs)
+        elif (
+            _is_true(training) and self.data_init and not self.is_initialized()
+        ):
+            raise RuntimeError(
+                f"{type(self).__name__} '{self.name}' has data_init=True but "
+                "was not initialized. Call `keras_wc.initialize(model, x)` "
+                "on a batch of training data before training (or build the "
+                "layer with data_init=False to train from its default, "
+                "function-preserving init)."
+            )
+        return super().call(inputs)
+
+    def _data_dependent_init(self, inputs):
+        """Sets g and the bias from the statistics of `inputs` (§3).
+
+        t = x·v/‖v‖ (pre-activation, without bias) per output unit;
+        g = init_scale/√(var(t) + ε), b = −mean(t)·g. Dead units
+        (var(t) ≤ ε) get g = init_scale.
+        """
+        name = self._output_kernel()
+        gain = self._gains[name]
+        bias = self.bias
+        _INIT_PASS.get().record(
+            self, [v for v in (gain, bias, self.initialized) if v is not None]
+        )
+        if bias is not None:
+            bias.assign(ops.zeros(bias.shape, bias.dtype))
+        # t: the parent's own computation with the kernel v/‖v‖, no bias,
+        # no activation and no regularization loss.
+        activation, in_call = self.activation, self._in_call
+        self._direction_only, self.activation, self._in_call = True, None, False
+        try:
+            t = ops.cast(super().call(inputs), "float32")
+        finally:
+            self._direction_only = False
+            self.activation, self._in_call = activation, in_call
+        ndim = len(t.shape)
+        units, perm = self._output_units(ndim)
+        reduced = [a for a in range(ndim) if a not in units]
+        mean, variance = ops.moments(t, reduced, keepdims=True)
+        epsilon = (
+            DENSE_EPSILON
+            if isinstance(self, (keras.layers.Dense, keras.layers.EinsumDense))
+            else CONV_EPSILON
+        )
+        scale = ops.where(
+            variance > epsilon,
+            self.init_scale / ops.sqrt(variance + epsilon),
+            self.init_scale,
+        )
+        value = ops.reshape(
+            ops.transpose(ops.squeeze(scale, axis=reduced), perm), gain.shape
+        )
+        gain.assign(
+            ops.cast(ops.log(value) if self.log_scale else value, gain.dtype)
+        )
+        if bias is not None:
+            bias.assign(
+                ops.cast(self._bias_value(-mean * scale, t), bias.dtype)
+            )
+        self.initialized.assign(True)
+
+    def _bias_value(self, shift, t):
+        """The bias closest to `shift` (one value per unit) in mean square.
+
+        Exactly `shift` when the bias covers the unit axes (every layer but
+        an `EinsumDense` whose `bias_axes` omit some unit axis).
+        """
+        ndim = len(t.shape)
+        units, _ = self._output_units(ndim)
+        positions = self._bias_positions(ndim)
+        shared = [a for a in units if a not in positions]
+        if shared:
+            shift = ops.mean(shift, axis=shared, keepdims=True)
+        shape = [t.shape[a] if a in positions else 1 for a in range(ndim)]
+        return ops.reshape(ops.broadcast_to(shift, shape), self.bias.shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "data_init": self.data_init,
+                "init_scale": self.init_scale,
+                "log_scale": self.log_scale,
+            }
+        )
+        return config

@@ -1,0 +1,247 @@
+"""The weight-normalized form of every Keras kernel layer.
+
+Each class is its Keras parent with every kernel replaced by `g·v/‖v‖`
+(`WeightNormMixin`); biases are never reparameterized.
+"""
+
+import textwrap
+
+import keras
+
+from keras_wc.layers.weight_norm import WeightNormMixin
+
+_DOC = """{parent} whose kernel{s} {are} weight-normalized: `w = g·v/‖v‖`.
+
+Weight normalization (Salimans & Kingma, NeurIPS 2016, Eq. 2) splits the
+weight vector of each output unit into a direction `v/‖v‖` and a gain `g`,
+so that `‖w‖ = |g|` per unit. The gradients are those of Eq. 3:
+`∇_g L = ∇_w L·v/‖v‖` and `∇_v L = (g/‖v‖)·∇_w L − (g·∇_g L/‖v‖²)·v`.
+`v` and `g` are float32 and the effective kernel is computed from them in
+float32 on every call (mixed precision included). The norm is
+`‖v‖ = sqrt(max(Σv², 1e-12))`, so a zero `v` gives `w = 0`, never NaN.
+
+{layout}
+
+Initialization. By default `v = w₀`, drawn from the kernel initializer, and
+`g = ‖w₀‖`: the layer starts as the plain `{parent}` would.
+`keras_wc.initialize(model, x)` then performs the data-dependent init of
+§3 (openai/weightnorm): per output unit, on the init batch,
+`t = x·v/‖v‖` (pre-activation, without bias),
+`g = init_scale/√(var(t) + ε)` and `b = −mean(t)·g`, so that the
+pre-activations have mean 0 and standard deviation `init_scale` per unit
+(ε = 1e-10 for dense, 1e-8 for convolutional layers). A dead unit,
+`var(t) ≤ ε`, gets `g = init_scale` and `b = −mean(t)·init_scale` (it
+outputs 0 on the init batch). Without a bias (`use_bias=False`, e.g.
+before `keras_wc.MeanOnlyBatchNorm`) only `g` is set. The init state is
+the persisted `initialized` variable: it is saved and loaded with the
+model, and `initialize` never re-runs on an initialized layer.{init_note}
+
+All arguments of `keras.layers.{parent}` keep their positions and
+meaning; the arguments below are keyword-only.
+
+Args:
+    data_init: if `True` (default), the layer is meant to be initialized
+        from data: training it (`fit`, or a call with `training=True`)
+        before `keras_wc.initialize` raises `RuntimeError`. Inference is
+        allowed. If `False`, it trains from the default init unless
+        `keras_wc.initialize` is called (which initializes it all the same).
+    init_scale: standard deviation (> 0) of the pre-activations after the
+        data-dependent init.
+    log_scale: if `True`, `g = exp(s)` with a raw trainable `s` (the
+        paper's optional log-scale parameterization, §2.1); `g` is then
+        always positive.
+    **kwargs: the arguments of `keras.layers.{parent}`.
+
+{regularizer}
+
+Attributes:
+    {raw}: the raw trainable direction{s} (float32).
+    {gains}: the gain{s} (`exp(s)` when `log_scale`).
+    raw_gains: dict from kernel name to the raw gain variable
+        ({raw_gain_names}).
+    {kernels}: the effective kernel{s}
+        `g·v/‖v‖`, a tensor recomputed on read.
+    initialized: the persisted, non-trainable boolean init flag.
+
+Example:
+
+>>> layer = keras_wc.{name}({example})
+>>> y = layer(keras.random.normal({input_shape}))
+>>> y.shape
+{output_shape}
+
+Reference: Salimans, Kingma, "Weight Normalization: A Simple
+Reparameterization to Accelerate Training of Deep Neural Networks",
+NeurIPS 2016, arXiv:1602.07868.
+"""
+
+_REGULARIZER_NOTE = (
+    " on the effective kernel `w` (an L2 penalty on `w` is an L2 penalty on "
+    "`g`). A constraint must be exactly satisfiable on `w = g·v/‖v‖`: "
+    "`NonNeg` (applied to `v` and `g`), or `MaxNorm`, `MinMaxNorm`, "
+    "`UnitNorm` whose `axis` is the norm axes (applied to `g`, since "
+    "‖w‖ = |g| there). Any other constraint raises `ValueError` at "
+    "construction. The data-dependent init ignores constraints; they act "
+    "from the first optimizer step."
+)
+_LAYOUTS = {
+    "Dense": (
+        "The kernel `(input_dim, units)` is normalized over axis 0; `g` has "
+        "shape `(units,)`."
+    ),
+    "Einsum": (
+        "The kernel axes whose letters appear in the output spec index the "
+        "output units: `g` has their shape and the norm is over the other "
+        'kernel axes (for `"abc,cd->abd"`: norm over `c`, `g` of shape '
+        "`(d,)`). If `bias_axes` omits a unit axis, data init sets the bias "
+        "to the average of `−mean(t)·g` over that axis (the closest bias in "
+        "mean square)."
+    ),
+    "Conv": (
+        "The kernel `(*kernel_size, input_channels/groups, filters)` is "
+        "normalized over all axes but the last; `g` has shape `(filters,)`."
+    ),
+    "ConvTranspose": (
+        "The kernel `(*kernel_size, filters, input_channels)` is normalized "
+        "over all axes but axis -2; `g` has shape `(filters,)`."
+    ),
+    "Depthwise": (
+        "The kernel `(*kernel_size, input_channels, depth_multiplier)` is "
+        "normalized over the spatial axes; `g` has shape "
+        "`(input_channels, depth_multiplier)`, one gain per output channel."
+    ),
+    "Separable": (
+        "Both kernels are weight-normalized. The depthwise kernel "
+        "`(*kernel_size, input_channels, depth_multiplier)` is normalized "
+        "over the spatial axes, `depthwise_g` having shape "
+        "`(input_channels, depth_multiplier)`; the pointwise kernel "
+        "`(1, ..., input_channels·depth_multiplier, filters)` over all axes "
+        "but the last, `pointwise_g` having shape `(filters,)`."
+    ),
+}
+
+
+def _document(cls, example, input_shape, output_shape):
+    parent = cls.__bases__[-1].__name__
+    separable = "Separable" in parent
+    layout = _LAYOUTS[
+        next(
+            (
+                key
+                for key in ("Separable", "Depthwise", "Einsum", "Dense")
+                if parent.startswith(key)
+            ),
+            "ConvTranspose" if parent.endswith("Transpose") else "Conv",
+        )
+    ]
+    cls.__doc__ = _DOC.format(
+        parent=parent,
+        name=cls.__name__,
+        layout=textwrap.fill("Norm axes. " + layout, 76),
+        s="s" if separable else "",
+        are="are" if separable else "is",
+        init_note=(
+            "\n\n"
+            + textwrap.fill(
+                "Data init sets `pointwise_g`, the gain that scales the "
+                "output channels; `depthwise_g` keeps its value and `t` is "
+                "computed with the current effective depthwise kernel.",
+                76,
+            )
+            if separable
+            else ""
+        ),
+        regularizer=textwrap.fill(
+            "Weight decay and constraints. "
+            + (
+                "`depthwise_regularizer` and `pointwise_regularizer` act"
+                if separable
+                else (
+                    "`depthwise_regularizer` acts"
+                    if "Depthwise" in parent
+                    else "`kernel_regularizer` acts"
+                )
+            )
+            + _REGULARIZER_NOTE,
+            76,
+        ),
+        raw="depthwise_v, pointwise_v" if separable else "v",
+        gains="depthwise_g, pointwise_g" if separable else "g",
+        raw_gain_names=(
+            "`depthwise_g`, `pointwise_g`; or `depthwise_s`, `pointwise_s`"
+            if separable
+            else "`g`, or `s`"
+        ),
+        kernels=(
+            "depthwise_kernel, pointwise_kernel" if separable else "kernel"
+        ),
+        example=example,
+        input_shape=input_shape,
+        output_shape=output_shape,
+    )
+    return keras.saving.register_keras_serializable(package="keras_wc")(cls)
+
+
+class WNDense(WeightNormMixin, keras.layers.Dense):
+    pass
+
+
+class WNEinsumDense(WeightNormMixin, keras.layers.EinsumDense):
+    pass
+
+
+class WNConv1D(WeightNormMixin, keras.layers.Conv1D):
+    pass
+
+
+class WNConv2D(WeightNormMixin, keras.layers.Conv2D):
+    pass
+
+
+class WNConv3D(WeightNormMixin, keras.layers.Conv3D):
+    pass
+
+
+class WNConv1DTranspose(WeightNormMixin, keras.layers.Conv1DTranspose):
+    pass
+
+
+class WNConv2DTranspose(WeightNormMixin, keras.layers.Conv2DTranspose):
+    pass
+
+
+class WNConv3DTranspose(WeightNormMixin, keras.layers.Conv3DTranspose):
+    pass
+
+
+class WNDepthwiseConv1D(WeightNormMixin, keras.layers.DepthwiseConv1D):
+    pass
+
+
+class WNDepthwiseConv2D(WeightNormMixin, keras.layers.DepthwiseConv2D):
+    pass
+
+
+class WNSeparableConv1D(WeightNormMixin, keras.layers.SeparableConv1D):
+    pass
+
+
+class WNSeparableConv2D(WeightNormMixin, keras.layers.SeparableConv2D):
+    pass
+
+
+for _cls, _example in [
+    (WNDense, ("16", "(2, 8)", "(2, 16)")),
+    (WNEinsumDense, ('"ab,bc->ac", output_shape=16', "(2, 8)", "(2, 16)")),
+    (WNConv1D, ("16, 3", "(2, 10, 4)", "(2, 8, 16)")),
+    (WNConv2D, ("16, 3", "(2, 10, 10, 4)", "(2, 8, 8, 16)")),
+    (WNConv3D, ("16, 3", "(2, 6, 6, 6, 4)", "(2, 4, 4, 4, 16)")),
+    (WNConv1DTranspose, ("16, 3", "(2, 8, 4)", "(2, 10, 16)")),
+    (WNConv2DTranspose, ("16, 3", "(2, 8, 8, 4)", "(2, 10, 10, 16)")),
+    (WNConv3DTranspose, ("16, 3", "(2, 4, 4, 4, 4)", "(2, 6, 6, 6, 16)")),
+    (WNDepthwiseConv1D, ("3", "(2, 10, 4)", "(2, 8, 4)")),
+    (WNDepthwiseConv2D, ("3", "(2, 10, 10, 4)", "(2, 8, 8, 4)")),
+    (WNSeparableConv1D, ("16, 3", "(2, 10, 4)", "(2, 8, 16)")),
+    (WNSeparableConv2D, ("16, 3", "(2, 10, 10, 4)", "(2, 8, 8, 16)")),
+]:
+    _document(_cls, *_example)
