@@ -6,6 +6,9 @@ Keras kernel layers.
 """
 
 from keras_wc import companders, optimizers
+from keras_wc.conversion import ConversionReport, convert
+from keras_wc.exporting import export
+from keras_wc.folding import fold
 from keras_wc.initialization import initialize
 from keras_wc.layers.compander import SharedCompander
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
@@ -41,6 +44,7 @@ from keras_wc.version import __version__
 from keras_wc.weight_decay import l2_from_pytorch
 
 __all__ = [
+    "ConversionReport",
     "MeanOnlyBatchNorm",
     "SharedCompander",
     "WCConv1D",
@@ -69,6 +73,9 @@ __all__ = [
     "WNSeparableConv2D",
     "__version__",
     "companders",
+    "convert",
+    "export",
+    "fold",
     "initialize",
     "l2_from_pytorch",
     "optimizers",

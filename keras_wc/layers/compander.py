@@ -138,11 +138,15 @@ class _InverseInitializer(keras.initializers.Initializer):
         self.layer_name = layer_name
 
     def __call__(self, shape, dtype=None):
-        w = ops.cast(self.base(shape, dtype="float32"), "float32")
-        check_in_range(
-            ops.convert_to_numpy(w), self.compander, self.a, self.layer_name
-        )
-        return ops.cast(self.compander.inverse(w, self.a, self.b), dtype)
+        # Eagerly, also when Keras builds the layer inside a traced function:
+        # the range check needs the drawn values.
+        with tf.init_scope():
+            w = ops.cast(self.base(shape, dtype="float32"), "float32")
+            check_in_range(
+                ops.convert_to_numpy(w), self.compander, self.a,
+                self.layer_name,
+            )
+            return ops.cast(self.compander.inverse(w, self.a, self.b), dtype)
 
 
 def check_in_range(w, compander, a, layer_name):
