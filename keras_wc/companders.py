@@ -69,7 +69,9 @@ class Compander:
 
     def forward(self, v, a, b):
         """Ψ(v) = a·f(v/b) (Eq. 1 for `arctan`)."""
-        return a * self.f(v / b)
+        # Multiplying by a fixed 1.0 is a full pass over the kernel.
+        y = self.f(v if _is_one(b) else v / b)
+        return y if _is_one(a) else a * y
 
     def inverse(self, w, a, b):
         """Ψ⁻¹(w) = b·f⁻¹(w/a) (Eq. 4 for `arctan`)."""
@@ -103,6 +105,10 @@ class Compander:
         return f"{type(self).__name__}({args})"
 
 
+def _is_one(x):
+    return isinstance(x, (int, float)) and x == 1
+
+
 @keras.saving.register_keras_serializable(package="keras_wc")
 class Arctan(Compander):
     """`Ψ(v) = a·arctan(v/b)`, bounded by `a·π/2` (WC paper, Eq. 1)."""
@@ -119,6 +125,10 @@ class Arctan(Compander):
     def f_derivative(self, u):
         return 1.0 / (1.0 + ops.square(u))
 
+    def derivative(self, v, a, b):
+        # a·b/(b² + v²) (Eq. 3) in three elementwise passes.
+        return (a * b) / (b * b + ops.square(v))
+
 
 @keras.saving.register_keras_serializable(package="keras_wc")
 class Arsinh(Compander):
@@ -134,6 +144,9 @@ class Arsinh(Compander):
 
     def f_derivative(self, u):
         return ops.rsqrt(1.0 + ops.square(u))
+
+    def derivative(self, v, a, b):
+        return a * ops.rsqrt(b * b + ops.square(v))
 
 
 @keras.saving.register_keras_serializable(package="keras_wc")
@@ -237,6 +250,14 @@ def serialize(compander):
     if name in _BY_NAME and compander == _BY_NAME[name]():
         return name
     return keras.saving.serialize_keras_object(compander)
+
+
+def is_scale_family(compander):
+    """Whether `compander` is `a·f(v/b)` (it keeps `Compander.forward`)."""
+    return (
+        isinstance(compander, Compander)
+        and type(compander).forward is Compander.forward
+    )
 
 
 def derivative(compander, v, a, b):

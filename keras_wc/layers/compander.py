@@ -284,6 +284,10 @@ class CompanderMixin(ReparameterizedLayer):
     def forward(self, v):
         """Ψ(v) in float32 with the layer's current a, b."""
         v = ops.cast(v, "float32")
+        if self.is_learnable and companders_lib.is_scale_family(
+            self.compander
+        ):
+            return _learnable_forward(self.compander, v, self.a, self.b)
         if self.is_learnable or not callable(
             getattr(self.compander, "derivative", None)
         ):
@@ -346,6 +350,29 @@ def _fixed_forward(compander, v, a, b):
         return compander.forward(v, a, b), grad
 
     return psi(v)
+
+
+def _learnable_forward(compander, v, a, b):
+    """Ψ(v) = a·f(v/b) with its gradients in closed form (§III-B).
+
+    ∂L/∂v = g·Ψ'(v), ∂L/∂a = Σ g·Ψ(v)/a, ∂L/∂b = −Σ (∂L/∂v)·v/b, where
+    g = ∂L/∂Ψ(v): the last two hold for every compander of the form
+    a·f(v/b), since ∂Ψ/∂a = f(v/b) and ∂Ψ/∂b = −(v/b)·Ψ'(v).
+    """
+
+    @tf.custom_gradient
+    def psi(v, a, b):
+        w = compander.forward(v, a, b)
+
+        def grad(upstream):
+            grad_v = upstream * compander.derivative(v, a, b)
+            grad_a = ops.sum(upstream * w) / a
+            grad_b = -ops.sum(grad_v * v) / b
+            return grad_v, grad_a, grad_b
+
+        return w, grad
+
+    return psi(v, a, b)
 
 
 class _ConstrainEffective:

@@ -39,10 +39,12 @@ def _kernel_property(name):
                 f"Layer '{self.name}' has no `{name}` yet: build the layer "
                 "(call it on an input) before reading it."
             )
-        kernel = self._effective_kernel(name)
         regularizer = self._call_regularizers.get(name)
         if regularizer is not None and self._in_call:
-            self.add_loss(regularizer(kernel))
+            kernel, penalty = self._kernel_and_penalty(name, regularizer)
+            self.add_loss(penalty)
+        else:
+            kernel = self._effective_kernel(name)
         return ops.cast(kernel, self.compute_dtype)
 
     def setter(self, value):
@@ -195,6 +197,12 @@ class ReparameterizedLayer:
 
     def _assign_kernel(self, name, value):
         raise NotImplementedError
+
+    def _kernel_and_penalty(self, name, regularizer):
+        """The effective kernel and `regularizer` of it, for the forward
+        pass; subclasses may compute the penalty more cheaply."""
+        kernel = self._effective_kernel(name)
+        return kernel, regularizer(kernel)
 
     def effective_kernels(self):
         """Dict from kernel name to its effective value (float32 tensor).

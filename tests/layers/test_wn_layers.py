@@ -330,6 +330,38 @@ def test_regularizer_acts_on_the_effective_kernel():
 
 
 @pytest.mark.parametrize(
+    "regularizer",
+    [keras.regularizers.L2(0.1), keras.regularizers.L1L2(l1=0.01, l2=0.1)],
+    ids=["l2-fused", "l1l2-generic"],
+)
+def test_regularizer_gradient_equals_autodiff_of_the_formula(regularizer):
+    layer = _built(
+        wn.WNDense, {"units": 3, "kernel_regularizer": regularizer}, (2, 4)
+    )
+    randomize_variables(layer, seed=9)
+    v = np.asarray(layer.v).copy()
+    v[:, 1] = 0.0  # an all-zero direction: w = 0 there
+    layer.v.assign(v)
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype("float32")
+    with tf.GradientTape() as tape:
+        layer(x)
+        (penalty,) = layer.losses
+    grads = tape.gradient(penalty, [layer.v, layer.g])
+    # Reference: the regularizer applied to w = g·v/‖v‖ built from tf ops.
+    with tf.GradientTape() as tape:
+        vt, gt = tf.convert_to_tensor(layer.v), tf.convert_to_tensor(layer.g)
+        tape.watch([vt, gt])
+        norm = tf.sqrt(tf.maximum(tf.reduce_sum(vt**2, 0, keepdims=True),
+                                  1e-12))
+        expected = regularizer(gt * vt / norm)
+    expected_grads = tape.gradient(expected, [vt, gt])
+    np.testing.assert_allclose(float(penalty), float(expected), rtol=1e-5)
+    for got, want in zip(grads, expected_grads):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want),
+                                   rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
     "cls,kwargs,in_shape,check",
     [
         (
