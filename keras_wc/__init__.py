@@ -5,7 +5,7 @@ data-dependent init, and mean-only batch norm, as drop-in subclasses of the
 Keras kernel layers.
 """
 
-from keras_wc import companders, optimizers
+from keras_wc import callbacks, companders, optimizers
 from keras_wc.conversion import ConversionReport, convert
 from keras_wc.exporting import export
 from keras_wc.folding import fold
@@ -72,6 +72,7 @@ __all__ = [
     "WNSeparableConv1D",
     "WNSeparableConv2D",
     "__version__",
+    "callbacks",
     "companders",
     "convert",
     "export",

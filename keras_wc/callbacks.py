@@ -1,0 +1,338 @@
+"""Keras callbacks: the weight-distribution recorder of the WC paper §IV-D.
+
+`WeightDistribution` records, before training and after every epoch, the
+percentiles of the *effective* weights of each kernel layer (`Ψ(v)` for WC
+and PP layers, `g·v/‖v‖` for WN layers, the kernel itself for plain Keras
+layers) and, for learnable WC, every layer's `a` and `b`. It plots them as
+the paper's Fig. 3/4: one line per percentile over the epochs.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from keras_wc.layers.reparameterized import KERNEL_NAMES, ReparameterizedLayer
+
+# The paper's Fig. 3/4 lines, top to bottom: max, 93%, ..., 7%, min.
+PAPER_PERCENTILES = (100, 93, 84, 69, 50, 31, 16, 7, 0)
+
+
+def _walk(layer):
+    for child in layer.layers if isinstance(layer, keras.Model) else ():
+        if isinstance(child, keras.Model):
+            yield from _walk(child)
+        else:
+            yield child
+
+
+def effective_kernels(layer):
+    """Dict kernel name → float32 numpy array of `layer`'s effective kernels.
+
+    A keras_wc layer gives `layer.effective_kernels()`; a plain layer its
+    `kernel`, `depthwise_kernel` and `pointwise_kernel` variables; a layer
+    without kernels an empty dict.
+    """
+    if isinstance(layer, ReparameterizedLayer):
+        kernels = layer.effective_kernels()
+    else:
+        kernels = {
+            name: getattr(layer, name)
+            for name in KERNEL_NAMES
+            if isinstance(getattr(layer, name, None), keras.Variable)
+        }
+    return {
+        name: np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
+        for name, value in kernels.items()
+    }
+
+
+def _learnable_scales(layer):
+    if getattr(layer, "is_learnable", False):
+        return float(keras.ops.convert_to_numpy(layer.a)), float(
+            keras.ops.convert_to_numpy(layer.b)
+        )
+    return None
+
+
+class WeightDistribution(keras.callbacks.Callback):
+    """Records per-epoch percentiles of the effective weights of each layer.
+
+    At the beginning of training (epoch 0, before any update) and after
+    every epoch `e` (recorded as epoch `e + 1`), for each selected layer and
+    each of its kernels, the `percentiles` of all its effective weights
+    (`numpy.percentile`, linear interpolation); for learnable WC layers
+    (fine or coarse) also the current `a` and `b`. When `fit` resumes at
+    `initial_epoch = k` (e.g. under `BackupAndRestore`) after `load`, the
+    records past `k` are dropped and recording continues from `k`.
+
+    Args:
+        layers: which layers to record: `None` (every layer with a kernel,
+            nested models included), a list of layer names, or a predicate
+            `fn(layer) -> bool`.
+        percentiles: the percentiles (0–100) recorded, by default the
+            paper's max, 93, 84, 69, 50, 31, 16, 7, min.
+        log_dir: if given, also write every value as a TensorBoard scalar
+            (`weights/<layer>/<kernel>/p<q>`, `scales/<layer>/a`) there.
+
+    Attributes:
+        epochs: the epochs recorded, e.g. `[0, 1, 2]`.
+        percentiles: per series key (`"layer"`, or `"layer/depthwise_kernel"`
+            for a layer's other kernels) a list, per recorded epoch, of the
+            percentile values.
+        scales: per learnable layer, `{"a": [...], "b": [...]}` per epoch.
+
+    Example:
+
+    >>> recorder = keras_wc.callbacks.WeightDistribution()
+    >>> model.fit(x, y, epochs=10, callbacks=[recorder])
+    >>> recorder.save("weights.json")
+    >>> recorder.plot("weights.png", layer="conv1")   # Fig. 3/4
+    >>> recorder.plot_scales("scales.png")            # learnable a, b
+    """
+
+    def __init__(
+        self, layers=None, percentiles=PAPER_PERCENTILES, log_dir=None
+    ):
+        super().__init__()
+        if not (
+            layers is None
+            or callable(layers)
+            or (
+                isinstance(layers, (list, tuple))
+                and all(isinstance(n, str) for n in layers)
+            )
+        ):
+            raise TypeError(
+                "`layers` must be None, a list of layer names or a "
+                f"predicate. Received: layers={layers!r}"
+            )
+        percentiles = tuple(percentiles)
+        if not percentiles or any(
+            isinstance(q, bool)
+            or not isinstance(q, (int, float))
+            or not 0 <= q <= 100
+            for q in percentiles
+        ):
+            raise ValueError(
+                "`percentiles` must be a non-empty sequence of numbers in "
+                f"[0, 100]. Received: percentiles={percentiles!r}"
+            )
+        self.layers = layers
+        self.percentile_levels = percentiles
+        self.log_dir = log_dir
+        self.epochs = []
+        self.percentiles = {}
+        self.scales = {}
+        self._writer = None
+
+    @property
+    def layer_names(self):
+        """The series keys recorded (one per layer kernel)."""
+        return list(self.percentiles)
+
+    @property
+    def scale_names(self):
+        """The learnable layers whose `a`, `b` are recorded."""
+        return list(self.scales)
+
+    def _selected(self):
+        if self.model is None:
+            raise ValueError(
+                "WeightDistribution has no model: pass it to `fit`, or call "
+                "`set_model(model)` first."
+            )
+        chosen = []
+        for layer in _walk(self.model):
+            if callable(self.layers) and not self.layers(layer):
+                continue
+            if isinstance(self.layers, (list, tuple)) and (
+                layer.name not in self.layers
+            ):
+                continue
+            if effective_kernels(layer):
+                chosen.append(layer)
+        if isinstance(self.layers, (list, tuple)):
+            missing = sorted(set(self.layers) - {x.name for x in chosen})
+            if missing:
+                raise ValueError(
+                    f"`layers` {missing} name no kernel layer of model "
+                    f"'{self.model.name}'."
+                )
+        return chosen
+
+    def record(self, epoch):
+        """Records the model's current weights as epoch `epoch`."""
+        if self.epochs and epoch <= self.epochs[-1]:
+            self._truncate(epoch)
+        row = len(self.epochs)
+        self.epochs.append(int(epoch))
+        for layer in self._selected():
+            for name, kernel in effective_kernels(layer).items():
+                key = layer.name if name == "kernel" else f"{layer.name}/{name}"
+                values = np.percentile(
+                    kernel.reshape(-1), self.percentile_levels
+                ).tolist()
+                series = self.percentiles.setdefault(key, [])
+                series.extend([None] * (row - len(series)))
+                series.append(values)
+            scales = _learnable_scales(layer)
+            if scales is not None:
+                entry = self.scales.setdefault(layer.name, {"a": [], "b": []})
+                for key, value in zip(("a", "b"), scales, strict=True):
+                    entry[key].extend([None] * (row - len(entry[key])))
+                    entry[key].append(value)
+        self._write_summaries(row)
+
+    def _truncate(self, epoch):
+        """Drops the records of `epoch` and later."""
+        keep = sum(1 for e in self.epochs if e < epoch)
+        self.epochs = self.epochs[:keep]
+        for key in self.percentiles:
+            self.percentiles[key] = self.percentiles[key][:keep]
+        for entry in self.scales.values():
+            entry["a"] = entry["a"][:keep]
+            entry["b"] = entry["b"][:keep]
+
+    def _write_summaries(self, row):
+        if self.log_dir is None:
+            return
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        step = self.epochs[row]
+        with self._writer.as_default():
+            for key, series in self.percentiles.items():
+                if len(series) <= row:
+                    continue
+                for q, value in zip(
+                    self.percentile_levels, series[row], strict=True
+                ):
+                    tf.summary.scalar(f"weights/{key}/p{q:g}", value, step)
+            for name, entry in self.scales.items():
+                if len(entry["a"]) > row:
+                    tf.summary.scalar(f"scales/{name}/a", entry["a"][row], step)
+                    tf.summary.scalar(f"scales/{name}/b", entry["b"][row], step)
+        self._writer.flush()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch not in self.epochs or epoch != self.epochs[-1]:
+            self.record(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record(epoch + 1)
+
+    def to_dict(self):
+        """The records as a JSON-ready dict (what `save` writes)."""
+        return {
+            "percentile_levels": list(self.percentile_levels),
+            "epochs": list(self.epochs),
+            "percentiles": self.percentiles,
+            "scales": self.scales,
+        }
+
+    def save(self, path):
+        """Writes the records to the JSON file `path`."""
+        temporary = f"{path}.tmp"
+        with open(temporary, "w") as file:
+            json.dump(self.to_dict(), file)
+        os.replace(temporary, path)
+
+    def load(self, path):
+        """Reads records written by `save` (to continue a resumed run)."""
+        with open(path) as file:
+            content = json.load(file)
+        if tuple(content["percentile_levels"]) != self.percentile_levels:
+            raise ValueError(
+                f"{path} holds percentiles {content['percentile_levels']}, "
+                f"this recorder records {list(self.percentile_levels)}."
+            )
+        self.epochs = content["epochs"]
+        self.percentiles = content["percentiles"]
+        self.scales = content["scales"]
+
+    def plot(self, path, layer=None):
+        """Plots one layer's percentiles over epochs (paper Fig. 3/4).
+
+        Args:
+            path: the PNG file to write.
+            layer: a series key from `layer_names`; default the first (the
+                first convolution, as in the paper's figures).
+        """
+        if not self.layer_names:
+            raise ValueError("Nothing recorded yet: train with the callback.")
+        layer = self.layer_names[0] if layer is None else layer
+        if layer not in self.percentiles:
+            raise ValueError(
+                f"`layer` must be one of {self.layer_names}. "
+                f"Received: layer={layer!r}"
+            )
+        values = np.array(
+            [
+                [np.nan] * len(self.percentile_levels) if row is None else row
+                for row in self.percentiles[layer]
+            ],
+            dtype=np.float64,
+        )
+        figure, axes = _figure(6, 4)
+        colors = _colors(len(self.percentile_levels))
+        for i, q in enumerate(self.percentile_levels):
+            label = {100: "max", 0: "min"}.get(q, f"{q:g}%")
+            axes.plot(self.epochs, values[:, i], color=colors[i], label=label)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel("weight")
+        axes.set_title(f"Weight distribution of {layer}")
+        axes.legend(
+            fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5)
+        )
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+
+    def plot_scales(self, path):
+        """Plots every learnable layer's `a` and `b` over epochs (§IV-E)."""
+        if not self.scales:
+            raise ValueError(
+                "No learnable a, b recorded: the model has no learnable WC "
+                "layer."
+            )
+        figure, (axis_a, axis_b) = _figure(10, 4, columns=2)
+        for name, entry in self.scales.items():
+            epochs = self.epochs[-len(entry["a"]) :]
+            axis_a.plot(epochs, entry["a"], label=name)
+            axis_b.plot(epochs, entry["b"], label=name)
+        for axis, key in ((axis_a, "a"), (axis_b, "b")):
+            axis.set_xlabel("epoch")
+            axis.set_ylabel(key)
+            axis.set_title(f"learnable {key} per layer")
+        if len(self.scales) <= 12:
+            axis_b.legend(
+                fontsize="x-small", loc="center left", bbox_to_anchor=(1, 0.5)
+            )
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+
+
+def _figure(width, height, columns=1):
+    """A matplotlib figure drawn with Agg, without touching pyplot's state
+    (so the user's own backend and figures are left alone)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, columns)
+    for axis in axes if columns > 1 else [axes]:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return figure, axes
+
+
+def _colors(count):
+    import matplotlib
+
+    return matplotlib.colormaps["viridis"](np.linspace(0, 0.9, count))
+
+
+__all__ = ["PAPER_PERCENTILES", "WeightDistribution", "effective_kernels"]

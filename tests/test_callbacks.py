@@ -1,0 +1,172 @@
+"""keras_wc.callbacks.WeightDistribution: numerics, learnable a/b, I/O."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_wc
+from keras_wc import callbacks
+from keras_wc.layers.compander import SharedCompander
+
+PAPER = (100, 93, 84, 69, 50, 31, 16, 7, 0)
+
+
+def _model(**wc):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras_wc.WCConv2D(4, 3, name="conv", **wc),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+
+
+def _data(n=32):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 6, 6, 2)).astype("float32")
+    return x, rng.integers(0, 3, n).astype("int32")
+
+
+def _fit(model, recorder, epochs=2):
+    model.compile(
+        keras.optimizers.SGD(0.5),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y = _data()
+    model.fit(x, y, epochs=epochs, batch_size=8, verbose=0,
+              callbacks=[recorder])
+
+
+def test_percentiles_match_numpy_on_effective_weights():
+    model = _model(a=1.0, b=0.6)
+    recorder = callbacks.WeightDistribution()
+    _fit(model, recorder)
+    assert recorder.epochs == [0, 1, 2]
+    assert recorder.layer_names == ["conv", "head"]
+    conv = model.get_layer("conv")
+    w = np.asarray(conv.a * np.arctan(np.asarray(conv.v) / conv.b))
+    np.testing.assert_allclose(
+        recorder.percentiles["conv"][-1], np.percentile(w, PAPER), rtol=1e-5,
+        atol=1e-6,
+    )
+    head = np.asarray(model.get_layer("head").kernel)
+    np.testing.assert_allclose(
+        recorder.percentiles["head"][-1], np.percentile(head, PAPER),
+        rtol=1e-6,
+    )
+    # max first, min last, as the lines of the paper's figures
+    row = recorder.percentiles["conv"][-1]
+    assert row[0] == pytest.approx(w.max()) and row[-1] == pytest.approx(
+        w.min()
+    )
+
+
+def test_epoch_zero_is_recorded_before_any_update():
+    model = _model(a=1.0, b=0.6)
+    before = np.percentile(np.asarray(model.get_layer("conv").kernel), PAPER)
+    recorder = callbacks.WeightDistribution(layers=["conv"])
+    _fit(model, recorder, epochs=1)
+    np.testing.assert_allclose(recorder.percentiles["conv"][0], before,
+                               rtol=1e-6)
+    assert recorder.percentiles["conv"][0] != recorder.percentiles["conv"][1]
+
+
+def test_learnable_fine_and_coarse_scales_are_recorded():
+    model = _model(a=0.5, b=1.0, learnable=True)
+    recorder = callbacks.WeightDistribution()
+    _fit(model, recorder)
+    conv = model.get_layer("conv")
+    assert recorder.scale_names == ["conv"]
+    assert recorder.scales["conv"]["a"][0] == pytest.approx(0.5)
+    assert recorder.scales["conv"]["b"][-1] == pytest.approx(float(conv.b))
+    assert recorder.scales["conv"]["a"][-1] != pytest.approx(0.5)
+
+    shared = SharedCompander(a=0.5, b=1.0)
+    coarse = _model(shared=shared)
+    recorder = callbacks.WeightDistribution()
+    _fit(coarse, recorder, epochs=1)
+    assert recorder.scales["conv"]["b"][-1] == pytest.approx(float(shared.b))
+
+
+def test_save_load_and_resume_truncates_later_epochs(tmp_path):
+    model = _model(a=1.0, b=0.6)
+    recorder = callbacks.WeightDistribution(percentiles=(100, 50, 0))
+    _fit(model, recorder, epochs=3)
+    path = tmp_path / "w.json"
+    recorder.save(path)
+    content = json.loads(path.read_text())
+    assert content["epochs"] == [0, 1, 2, 3]
+    assert content["percentile_levels"] == [100, 50, 0]
+
+    again = callbacks.WeightDistribution(percentiles=(100, 50, 0))
+    again.load(path)
+    again.set_model(model)
+    again.on_epoch_begin(1)  # fit resumed with initial_epoch=1
+    assert again.epochs == [0, 1]
+    assert again.percentiles["conv"][0] == recorder.percentiles["conv"][0]
+    with pytest.raises(ValueError, match="holds percentiles"):
+        callbacks.WeightDistribution().load(path)
+
+
+def test_plots_are_png_files(tmp_path):
+    model = _model(a=0.5, b=1.0, learnable=True)
+    recorder = callbacks.WeightDistribution()
+    _fit(model, recorder)
+    recorder.plot(tmp_path / "w.png", layer="head")
+    recorder.plot_scales(tmp_path / "s.png")
+    for name in ("w.png", "s.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plain_keras_model_and_nested_models_are_walked():
+    inner = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(5, name="inner_dense")],
+        name="inner",
+    )
+    model = keras.Sequential([keras.Input((4,)), inner,
+                              keras.layers.Dense(2, name="out")])
+    recorder = callbacks.WeightDistribution()
+    recorder.set_model(model)
+    recorder.record(0)
+    assert recorder.layer_names == ["inner_dense", "out"]
+
+
+def test_tensorboard_scalars_are_written(tmp_path):
+    pytest.importorskip("tensorboard")
+    model = _model(a=1.0, b=0.6)
+    recorder = callbacks.WeightDistribution(log_dir=str(tmp_path / "tb"))
+    _fit(model, recorder, epochs=1)
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        ({"layers": 3}, TypeError, "`layers` must be None"),
+        ({"percentiles": ()}, ValueError, "`percentiles` must be"),
+        ({"percentiles": (50, 101)}, ValueError, "in \\[0, 100\\]"),
+    ],
+)
+def test_bad_arguments(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        callbacks.WeightDistribution(**kwargs)
+
+
+def test_unknown_layer_and_plot_errors(tmp_path):
+    recorder = callbacks.WeightDistribution(layers=["nope"])
+    recorder.set_model(_model())
+    with pytest.raises(ValueError, match="name no kernel layer"):
+        recorder.record(0)
+    empty = callbacks.WeightDistribution()
+    with pytest.raises(ValueError, match="Nothing recorded"):
+        empty.plot(tmp_path / "x.png")
+    empty.set_model(_model())
+    empty.record(0)
+    with pytest.raises(ValueError, match="`layer` must be one of"):
+        empty.plot(tmp_path / "x.png", layer="nope")
+    with pytest.raises(ValueError, match="No learnable a, b"):
+        empty.plot_scales(tmp_path / "x.png")

@@ -1,0 +1,393 @@
+"""`python -m train`: argparse → `Config` → `train.run`.
+
+The command line only builds the configuration; the work is done by
+`train.run`. Settings are layered: defaults, then `--preset`, then the JSON
+`--config` file, then the flags given. Without any of `--preset`,
+`--config`, `--model`, `--dataset`, `--method`, it runs the short offline
+demo comparison (small CNN, baseline vs WC, on a Fashion-MNIST subset) with
+the other flags applied to both runs.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+from train import config as config_lib
+from train import presets
+from train.config import Config, ConfigError
+
+PROG = "python -m train"
+# Flags that select a single run instead of the demo comparison.
+_SINGLE_RUN = ("preset", "config", "model", "dataset", "method")
+
+_DESCRIPTION = """\
+Train and test the networks of the weight compander (WC) paper and the
+weight normalization (WN) recipe with keras_wc. Each run writes
+results.json (per-seed test accuracy, mean ± std), config.json, per-seed CSV
+history, TensorBoard logs and weight-distribution records/plots into --out,
+and resumes where it stopped when run again with the same flags.
+
+Without arguments: a short offline comparison, baseline vs WC, of a small
+CNN on a Fashion-MNIST subset (scikit-learn's digits if the Fashion-MNIST
+files are missing); a few minutes on 2 CPU cores.
+"""
+
+_EPILOG = """\
+weight decay: --weight-decay is PyTorch's weight_decay (the papers' 1e-4,
+5e-4), applied as keras_wc.l2_from_pytorch(wd) = L2(wd/2) on every kernel:
+on Psi(v) for fixed WC (paper Eq. 5), on v for learnable WC (never on a, b),
+on g*v/|v| for WN. With --weight-decay-scope all (default) biases and the
+normalization layers' gamma/beta are decayed too, as PyTorch's
+SGD(model.parameters(), weight_decay=wd) did in the papers' code; 'kernels'
+decays the kernels only.
+
+examples:
+  python -m train                                  # the demo comparison
+  python -m train --list-presets
+  python -m train --preset t2-resnet18-wc --data-dir ~/tensorflow_datasets
+  python -m train --model small_cnn --dataset digits --method wc --a 1 --b 0.6
+  python -m train.report runs/                     # table of finished runs
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports errors as one line, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _default(name):
+    value = getattr(Config(), name)
+    return f" (default: {value})"
+
+
+def build_parser():
+    """The argument parser. Defaults are not set on it (they come from
+    `Config`, then the preset and the config file): every flag is absent
+    from the parsed namespace unless given."""
+    parser = _Parser(
+        prog=PROG,
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    group = parser.add_argument_group("experiment")
+    group.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="a row of the papers' tables (see --list-presets); other flags "
+        "override its settings",
+    )
+    group.add_argument(
+        "--list-presets",
+        action="store_true",
+        help="print every preset with the paper's published accuracy, exit",
+    )
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help="JSON file of settings (keys: the flag names with _ for -, e.g. "
+        "a saved config.json); flags override it",
+    )
+    group.add_argument(
+        "--model", help="network from models.available()" + _default("model")
+    )
+    group.add_argument(
+        "--dataset",
+        help="cifar10, cifar100, imagenet2012, tiny_imagenet, fashion_mnist "
+        "or digits" + _default("dataset"),
+    )
+    group.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="prepared TFDS data (cifar*, imagenet2012), the "
+        "tiny-imagenet-200 folder, or Fashion-MNIST IDX files; nothing is "
+        "ever downloaded",
+    )
+
+    group = parser.add_argument_group("reparameterization")
+    group.add_argument(
+        "--method",
+        choices=config_lib.METHODS,
+        help="none (the model as built, e.g. BN in ResNets), wc, pp, wn "
+        "(+ data-dependent init), bn, mobn (the model's normalization), "
+        "wn+mobn" + _default("method"),
+    )
+    group.add_argument(
+        "--a", type=float, help="WC: a in a*f(v/b) (default: 1.0)"
+    )
+    group.add_argument(
+        "--b", type=float, help="WC: b in a*f(v/b) (default: 1.0)"
+    )
+    group.add_argument(
+        "--compander",
+        choices=config_lib.COMPANDERS,
+        help="WC: arctan, arsinh or erf (default: arctan)",
+    )
+    group.add_argument(
+        "--learnable",
+        choices=config_lib.LEARNABLE,
+        help="WC: none, fine (a, b per layer) or coarse (one pair)"
+        + _default("learnable"),
+    )
+    group.add_argument(
+        "--alpha", type=float, help="PP: exponent alpha (default: 2.0)"
+    )
+    group.add_argument(
+        "--init-scale",
+        type=float,
+        help="WN: scale of the data-dependent init (default: 1.0)",
+    )
+    group.add_argument(
+        "--init-examples",
+        type=int,
+        help="WN: training images of the data-dependent init (default: 500)",
+    )
+
+    group = parser.add_argument_group("optimization")
+    group.add_argument(
+        "--optimizer",
+        choices=config_lib.OPTIMIZERS,
+        help="sgd, adam or modified-adam (WC paper §III-A.3)"
+        + _default("optimizer"),
+    )
+    group.add_argument(
+        "--lr", type=float, help="initial learning rate" + _default("lr")
+    )
+    group.add_argument(
+        "--momentum", type=float, help="SGD momentum" + _default("momentum")
+    )
+    group.add_argument(
+        "--schedule",
+        choices=config_lib.SCHEDULES,
+        help="step (x gamma at --milestones), wn-linear (lr*min(2-e/(E/2),1)"
+        " and Adam beta_1 0.9 -> 0.5 at E/2) or constant"
+        + _default("schedule"),
+    )
+    group.add_argument(
+        "--milestones",
+        type=int,
+        nargs="*",
+        metavar="EPOCH",
+        help="epochs of the step decays (default: none)",
+    )
+    group.add_argument(
+        "--gamma", type=float, help="step decay factor" + _default("gamma")
+    )
+    group.add_argument(
+        "--weight-decay",
+        type=float,
+        metavar="WD",
+        help="PyTorch-convention weight decay, see below"
+        + _default("weight_decay"),
+    )
+    group.add_argument(
+        "--weight-decay-scope",
+        choices=config_lib.WEIGHT_DECAY_SCOPES,
+        help="all (kernels, biases, norm gamma/beta, as PyTorch) or kernels"
+        + _default("weight_decay_scope"),
+    )
+    group.add_argument(
+        "--epochs", type=int, help="training epochs" + _default("epochs")
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        help="global batch size" + _default("batch_size"),
+    )
+    group.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help="optimizer steps per epoch, for smoke runs (default: one pass "
+        "over the training set)",
+    )
+
+    group = parser.add_argument_group("data and seeds")
+    group.add_argument(
+        "--val-split",
+        type=float,
+        help="fraction of the training split held out; the best-on-"
+        "validation weights are tested (0: the final weights)"
+        + _default("val_split"),
+    )
+    group.add_argument(
+        "--limit-train",
+        type=int,
+        metavar="N",
+        help="train on N examples (stratified subset; default: all)",
+    )
+    group.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="the dataset's training augmentation" + _default("augment"),
+    )
+    group.add_argument(
+        "--preprocess",
+        choices=config_lib.PREPROCESSING,
+        help="standard or zca (CIFAR, WN recipe)" + _default("preprocess"),
+    )
+    group.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="train N networks, seeds 0..N-1" + _default("seeds"),
+    )
+    group.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output directory; a run there resumes (default: "
+        "runs/<preset> or runs/<model>-<dataset>-<method>)",
+    )
+
+    group = parser.add_argument_group("execution")
+    group.add_argument(
+        "--strategy",
+        choices=config_lib.STRATEGIES,
+        help="default, mirrored (all GPUs, else all logical CPUs) or "
+        "multiworker (TF_CONFIG)" + _default("strategy"),
+    )
+    group.add_argument(
+        "--logical-cpus",
+        type=int,
+        metavar="N",
+        help="split the CPU into N devices (to try --strategy mirrored "
+        "without GPUs)",
+    )
+    group.add_argument(
+        "--mixed-precision",
+        action=argparse.BooleanOptionalAction,
+        help="mixed_float16 compute (WC/WN kernels stay float32)"
+        + _default("mixed_precision"),
+    )
+    group.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        help="XLA-compile the train step" + _default("jit"),
+    )
+    group.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        help="TensorFlow op determinism (needed for an exact resume)"
+        + _default("deterministic"),
+    )
+    group.add_argument(
+        "--run-eagerly",
+        action=argparse.BooleanOptionalAction,
+        help="run the train step eagerly, for debugging"
+        + _default("run_eagerly"),
+    )
+    group.add_argument(
+        "--verbose",
+        choices=("auto", "0", "1", "2"),
+        help="auto (progress bar on a terminal, else a line per epoch), 0, "
+        "1 or 2" + _default("verbose"),
+    )
+    return parser
+
+
+def make_config(given):
+    """The resolved `Config` of the parsed flags `given` (a dict).
+
+    Raises:
+        ConfigError: a bad value, file or combination.
+    """
+    config = Config()
+    preset = given.get("preset")
+    if preset is not None:
+        try:
+            settings = presets.get(preset)["config"]
+            config = config.replace(preset=preset, **settings)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+    if "config" in given:
+        config = config.replace(**config_lib.load_file(given["config"]))
+    flags = {k: v for k, v in given.items() if k in Config.fields()}
+    return config.replace(**flags).resolve()
+
+
+def demo_configs(given, log=print):
+    """The two resolved configs of the demo comparison (baseline, WC)."""
+    from train.data import fashion_mnist
+
+    out = given.get("out", os.path.join("runs", "demo"))
+    fallback = {}
+    if given.get("dataset") is None and (
+        fashion_mnist.idx_dir(given.get("data_dir")) is None
+    ):
+        log(
+            "notice: the Fashion-MNIST files are missing (Debian package "
+            "dataset-fashion-mnist); running the comparison on "
+            "scikit-learn's digits instead."
+        )
+        fallback = dict(presets.DEMO_FALLBACK)
+    configs = []
+    for name in ("demo-base", "demo-wc"):
+        settings = {**presets.get(name)["config"], **fallback}
+        flags = {
+            k: v
+            for k, v in given.items()
+            if k in Config.fields() and k != "out"
+        }
+        configs.append(
+            Config()
+            .replace(preset=name, **settings)
+            .replace(out=os.path.join(out, name), **flags)
+            .resolve()
+        )
+    return configs
+
+
+def _check_names(config):
+    import models
+    from train import data
+
+    if config.model not in models.available():
+        raise ConfigError(
+            f"--model must be one of {', '.join(models.available())}, got "
+            f"{config.model!r}"
+        )
+    if config.dataset not in data.available():
+        raise ConfigError(
+            f"--dataset must be one of {', '.join(data.available())}, got "
+            f"{config.dataset!r}"
+        )
+
+
+def main(argv=None):
+    """Runs `python -m train` with `argv` (default `sys.argv[1:]`).
+
+    Returns:
+        0 on success, 2 for a bad flag, file or combination (a one-line
+        message on stderr).
+    """
+    parser = build_parser()
+    given = vars(parser.parse_args(argv))
+    if given.pop("list_presets", False):
+        print(presets.listing())
+        return 0
+    start = time.time()
+    try:
+        if any(key in given for key in _SINGLE_RUN):
+            configs = [make_config(given)]
+        else:
+            configs = demo_configs(given)
+        for config in configs:
+            _check_names(config)
+        from train import report, run
+
+        results = [run.run(config) for config in configs]
+    except (ConfigError, FileNotFoundError) as error:
+        message = str(error).splitlines()[0] if str(error) else repr(error)
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    print()
+    print(report.table(results))
+    outs = " ".join(r["output_dir"] for r in results)
+    print(
+        f"\n{len(results)} run(s) in {time.time() - start:.0f} s. "
+        f"Outputs: {outs}\nReprint: python -m train.report {outs}"
+    )
+    return 0

@@ -1,0 +1,257 @@
+"""The resolved configuration of a run and its checks.
+
+`Config` holds every setting of `python -m train`, with the same names as
+the flags (`--weight-decay` is `weight_decay`). It is built in layers, later
+ones overriding earlier ones: the defaults, then `--preset`, then the JSON
+`--config` file, then the flags given on the command line. `Config.resolve`
+fills the method's defaults and checks the combination; the result is saved
+as `config.json` beside the results.
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+METHODS = ("none", "wc", "pp", "wn", "bn", "mobn", "wn+mobn")
+OPTIMIZERS = ("sgd", "adam", "modified-adam")
+SCHEDULES = ("step", "wn-linear", "constant")
+COMPANDERS = ("arctan", "arsinh", "erf")
+LEARNABLE = ("none", "fine", "coarse")
+STRATEGIES = ("default", "mirrored", "multiworker")
+WEIGHT_DECAY_SCOPES = ("all", "kernels")
+PREPROCESSING = ("standard", "zca")
+# Datasets whose files are never found without `--data-dir`.
+NEEDS_DATA_DIR = ("imagenet2012", "tiny_imagenet")
+# Method-specific options, their defaults and the methods they belong to.
+METHOD_OPTIONS = {
+    "a": (1.0, ("wc",)),
+    "b": (1.0, ("wc",)),
+    "compander": ("arctan", ("wc",)),
+    "alpha": (2.0, ("pp",)),
+    "init_scale": (1.0, ("wn", "wn+mobn")),
+    "init_examples": (500, ("wn", "wn+mobn")),
+}
+# Fields that do not change the result of a run: a run can be resumed with
+# different values.
+NOT_AFFECTING_RESULTS = ("out", "verbose", "preset", "run_eagerly")
+
+
+class ConfigError(ValueError):
+    """A bad setting or an impossible combination (a one-line message)."""
+
+
+@dataclasses.dataclass
+class Config:
+    """Every setting of a training run (see `python -m train --help`)."""
+
+    # Experiment.
+    model: str = "small_cnn"
+    dataset: str = "fashion_mnist"
+    preset: str | None = None
+    # Method.
+    method: str = "none"
+    a: float | None = None
+    b: float | None = None
+    compander: str | None = None
+    learnable: str = "none"
+    alpha: float | None = None
+    init_scale: float | None = None
+    init_examples: int | None = None
+    # Optimization.
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    schedule: str = "step"
+    milestones: list = dataclasses.field(default_factory=list)
+    gamma: float = 0.1
+    weight_decay: float = 0.0
+    weight_decay_scope: str = "all"
+    epochs: int = 10
+    batch_size: int = 128
+    steps_per_epoch: int | None = None
+    # Data and seeds.
+    data_dir: str | None = None
+    val_split: float = 0.1
+    limit_train: int | None = None
+    augment: bool = True
+    preprocess: str = "standard"
+    seeds: int = 1
+    # Execution.
+    out: str | None = None
+    strategy: str = "default"
+    logical_cpus: int | None = None
+    mixed_precision: bool = False
+    jit: bool = False
+    deterministic: bool = True
+    run_eagerly: bool = False
+    verbose: str = "auto"
+
+    @classmethod
+    def fields(cls):
+        """The names of all fields."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def replace(self, **changes):
+        """A copy with `changes` applied (unknown names raise)."""
+        unknown = sorted(set(changes) - set(self.fields()))
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {unknown}; valid keys: "
+                f"{', '.join(self.fields())}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def resolve(self):
+        """Checks the settings and fills the method's defaults.
+
+        Returns:
+            A new, fully specified `Config`.
+
+        Raises:
+            ConfigError: a bad value or an impossible combination.
+        """
+        _check_choice("method", self.method, METHODS)
+        if self.compander is not None:
+            _check_choice("compander", self.compander, COMPANDERS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("learnable", self.learnable, LEARNABLE)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice(
+            "weight-decay-scope", self.weight_decay_scope, WEIGHT_DECAY_SCOPES
+        )
+        _check_choice("preprocess", self.preprocess, PREPROCESSING)
+        _check_choice("verbose", self.verbose, ("auto", "0", "1", "2"))
+        _check_number("lr", self.lr, minimum=0, strict=True)
+        _check_number("momentum", self.momentum, minimum=0)
+        _check_number("gamma", self.gamma, minimum=0, strict=True)
+        _check_number("weight-decay", self.weight_decay, minimum=0)
+        _check_number("val-split", self.val_split, minimum=0)
+        if self.val_split >= 1:
+            raise ConfigError(
+                f"--val-split must be in [0, 1), got {self.val_split}"
+            )
+        for name in ("epochs", "batch_size", "seeds"):
+            _check_int(name, getattr(self, name))
+        for name in ("steps_per_epoch", "limit_train", "logical_cpus"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name))
+        milestones = list(self.milestones or [])
+        for m in milestones:
+            _check_int("milestones", m)
+        if milestones != sorted(set(milestones)):
+            raise ConfigError(
+                "--milestones must be strictly increasing epochs, got "
+                f"{milestones}"
+            )
+        if self.schedule != "step" and milestones:
+            raise ConfigError(
+                f"--milestones only applies to --schedule step, not "
+                f"{self.schedule}"
+            )
+        if self.learnable != "none" and self.method != "wc":
+            raise ConfigError(
+                f"--learnable {self.learnable} needs --method wc, not "
+                f"{self.method}"
+            )
+        resolved = {}
+        for name, (default, methods) in METHOD_OPTIONS.items():
+            value = getattr(self, name)
+            if self.method in methods:
+                resolved[name] = default if value is None else value
+            elif value is not None:
+                flag = name.replace("_", "-")
+                raise ConfigError(
+                    f"--{flag} applies to --method "
+                    f"{' or '.join(methods)}, not {self.method}"
+                )
+        for name in ("a", "b", "alpha", "init_scale"):
+            if name in resolved:
+                _check_number(name, resolved[name], minimum=0, strict=True)
+        if "init_examples" in resolved:
+            _check_int("init_examples", resolved["init_examples"])
+        if self.dataset in NEEDS_DATA_DIR and not self.data_dir:
+            raise ConfigError(
+                f"--dataset {self.dataset} needs --data-dir (this program "
+                "never downloads data)"
+            )
+        if self.strategy == "multiworker" and not os.environ.get("TF_CONFIG"):
+            raise ConfigError(
+                "--strategy multiworker needs the TF_CONFIG environment "
+                "variable (cluster and task of this process)"
+            )
+        if self.logical_cpus is not None and self.strategy == "multiworker":
+            raise ConfigError(
+                "--logical-cpus applies to --strategy default or mirrored"
+            )
+        return dataclasses.replace(
+            self, milestones=milestones, **resolved
+        )
+
+    def run_name(self):
+        """A directory name for the run: the preset, else model-data-method."""
+        if self.preset:
+            return self.preset
+        method = self.method.replace("+", "-")
+        return f"{self.model}-{self.dataset}-{method}"
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ConfigError(
+            f"--{name.replace('_', '-')} must be one of "
+            f"{', '.join(choices)}, got {value!r}"
+        )
+
+
+def _check_number(name, value, *, minimum, strict=False):
+    flag = f"--{name.replace('_', '-')}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{flag} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < minimum or (
+        strict and value == minimum
+    ):
+        relation = ">" if strict else ">="
+        raise ConfigError(f"{flag} must be {relation} {minimum}, got {value}")
+
+
+def _check_int(name, value):
+    flag = f"--{name.replace('_', '-')}"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+
+
+def load_file(path):
+    """Reads a JSON `--config` file into a dict of `Config` fields.
+
+    The file holds one object whose keys are `Config` field names (the flag
+    names with `_` for `-`, e.g. `"weight_decay"`); a saved `config.json`
+    is such a file.
+
+    Raises:
+        ConfigError: the file is missing, not JSON, or has unknown keys.
+    """
+    try:
+        with open(path) as file:
+            data = json.load(file)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read --config {path}: {error.strerror}"
+        ) from error
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"--config {path} is not valid JSON: {error}"
+        ) from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path} must hold a JSON object")
+    unknown = sorted(set(data) - set(Config.fields()))
+    if unknown:
+        raise ConfigError(
+            f"--config {path} has unknown key(s) {unknown}; valid keys: "
+            f"{', '.join(Config.fields())}"
+        )
+    return data
