@@ -17,7 +17,7 @@ Example:
 import inspect
 
 from models.convpool import convpool_cnn_c
-from models.resnet import resnet18, resnet34, resnet50
+from models.resnet import resnet18, resnet34, resnet50, resnet50_imagenet
 from models.small import mlp, small_cnn
 from models.vgg import vgg16_bn, vgg19_bn
 from models.wide_resnet import wrn_28_10
@@ -28,6 +28,7 @@ _REGISTRY = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "resnet50": resnet50,
+    "resnet50_imagenet": resnet50_imagenet,
     "small_cnn": small_cnn,
     "vgg16_bn": vgg16_bn,
     "vgg19_bn": vgg19_bn,

@@ -150,8 +150,9 @@ def resnet(
     norm,
     kernel_initializer,
     name,
+    stem="cifar",
 ):
-    """Build a CIFAR-style ResNet.
+    """Build a ResNet (CIFAR-style stem by default).
 
     Args:
         block: `"basic"` or `"bottleneck"`.
@@ -163,10 +164,17 @@ def resnet(
         kernel_initializer: the initializer of every convolution and of the
             classifier (see `models._layers.initializer_factory`).
         name: the model name.
+        stem: `"cifar"` (3×3 stride-1 conv, no max-pool) or `"imagenet"`
+            (7×7 stride-2 conv + 3×3 stride-2 max-pool, He et al. 2016),
+            for 224-pixel inputs.
 
     Returns:
         A functional `keras.Model` mapping images to logits.
     """
+    if stem not in ("cifar", "imagenet"):
+        raise ValueError(
+            f"`stem` must be 'cifar' or 'imagenet'. Received: stem={stem!r}"
+        )
     if block not in ("basic", "bottleneck"):
         raise ValueError(
             "`block` must be 'basic' or 'bottleneck'. "
@@ -185,13 +193,17 @@ def resnet(
     x = _layers.apply_conv(
         inputs,
         64,
-        3,
+        3 if stem == "cifar" else 7,
+        strides=1 if stem == "cifar" else 2,
         use_bias=norm == "none",
         initializer=initializer,
         name="stem_conv",
     )
     x = _layers.apply_norm(x, norm, f"stem_{norm}")
     x = keras.layers.ReLU(name="stem_relu")(x)
+    if stem == "imagenet":
+        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
     for stage, (filters, num_blocks) in enumerate(
         zip(_STAGE_FILTERS, stack_sizes, strict=True), start=1
     ):
@@ -292,4 +304,29 @@ def resnet50(
         norm=norm,
         kernel_initializer=kernel_initializer,
         name="resnet50",
+    )
+
+
+def resnet50_imagenet(
+    num_classes=1000,
+    input_shape=(224, 224, 3),
+    *,
+    norm="bn",
+    kernel_initializer="kaiming_uniform",
+):
+    """ResNet-50 with the ImageNet stem (7×7/2 conv + 3×3/2 max-pool).
+
+    The network of the WC paper's TinyImageNet and ImageNet runs (Tables IV,
+    V) on 224-pixel crops; 25,557,032 trainable parameters for 1000 classes
+    (= torchvision's `resnet50`). Arguments as in `resnet18`.
+    """
+    return resnet(
+        "bottleneck",
+        (3, 4, 6, 3),
+        num_classes=num_classes,
+        input_shape=input_shape,
+        norm=norm,
+        kernel_initializer=kernel_initializer,
+        name="resnet50_imagenet",
+        stem="imagenet",
     )

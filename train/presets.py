@@ -66,7 +66,7 @@ _C10_VGG = {
 }
 _C100 = {**_C10_VGG, "dataset": "cifar100"}
 _LARGE = {
-    "model": "resnet50",
+    "model": "resnet50_imagenet",
     "optimizer": "sgd",
     "lr": 0.1,
     "momentum": 0.9,
@@ -278,7 +278,7 @@ def _build():
         common = {**_LARGE, "dataset": dataset, "batch_size": batch}
         presets[f"{number}-resnet50-base"] = _row(
             f"Table {table}",
-            "resnet50",
+            "resnet50_imagenet",
             dataset,
             "ResNet50",
             {**common, "method": "none"},
@@ -286,7 +286,7 @@ def _build():
         )
         presets[f"{number}-resnet50-wc"] = _row(
             f"Table {table}",
-            "resnet50",
+            "resnet50_imagenet",
             dataset,
             "ResNet50 + WC",
             {**common, "method": "wc", "a": a, "b": b, "compander": "arctan"},

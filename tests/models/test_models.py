@@ -19,6 +19,7 @@ NAMES = (
     "resnet18",
     "resnet34",
     "resnet50",
+    "resnet50_imagenet",
     "small_cnn",
     "vgg16_bn",
     "vgg19_bn",
@@ -30,6 +31,7 @@ NATURAL_INPUT = {
     name: (28, 28, 1) if name in ("mlp", "small_cnn") else (32, 32, 3)
     for name in NAMES
 }
+NATURAL_INPUT["resnet50_imagenet"] = (224, 224, 3)
 # The smallest input each model accepts that still exercises every layer;
 # VGG needs 32x32 (five 2x2 poolings), so it is reduced in channels only.
 REDUCED_INPUT = {
@@ -38,6 +40,7 @@ REDUCED_INPUT = {
     "resnet18": (8, 8, 3),
     "resnet34": (8, 8, 3),
     "resnet50": (8, 8, 3),
+    "resnet50_imagenet": (32, 32, 3),
     "small_cnn": (8, 8, 1),
     "vgg16_bn": (32, 32, 1),
     "vgg19_bn": (32, 32, 1),
@@ -100,6 +103,8 @@ TRAINABLE_COUNTS = {
     "resnet18": 11_173_962,
     "resnet34": 21_282_122,
     "resnet50": 23_520_842,
+    # torchvision's resnet50 (25,557,032 for 1000 classes) with 10 classes.
+    "resnet50_imagenet": 25_557_032 - 2048 * 990 - 990,
     "wrn_28_10": 36_479_194,
     "vgg16_bn": _vgg_count(VGG16, 3, 10),
     "vgg19_bn": _vgg_count(VGG19, 3, 10),
@@ -335,6 +340,7 @@ NORMALIZED = {
     "resnet18": (20, 20),
     "resnet34": (36, 36),
     "resnet50": (53, 53),
+    "resnet50_imagenet": (53, 53),
     "small_cnn": (3, 2),
     "vgg16_bn": (13, 13),
     "vgg19_bn": (16, 16),
