@@ -7,12 +7,12 @@ small CNN of `models/`, SGD with momentum and PyTorch-style weight decay
 WC with fixed (a, b) picked on seed 0 by a grid search on *validation*
 accuracy (as the paper, §IV-A.1, but on validation, not test), learnable WC
 ("fine", init a=0.6, b=1.0: the paper's best init, Table VI, was
-a=0.5, b=1.0, which cannot represent the first conv's initial weights here), WN (on the BN network,
-as the WC paper's "+WN" rows), WN + mean-only BN, and powerpropagation
-(α = 2), each over the same seeds.
+a=0.5, b=1.0, which cannot represent the first conv's initial weights
+here), WN (on the BN network, as the WC paper's "+WN" rows), WN +
+mean-only BN, and powerpropagation (α = 2), each over the same seeds.
 
-    python -m bench.study                 # both datasets, 5 seeds (≈1 h on 2 cores)
-    python -m bench.study --seeds 2 --epochs 3 --datasets digits   # a smoke run
+    python -m bench.study       # both datasets, 5 seeds (≈1 h on 2 cores)
+    python -m bench.study --seeds 2 --epochs 3 --datasets digits  # smoke
 
 Writes `bench/results/study.json`, `study.md` and the weight-distribution
 plots of the first convolution (baseline vs WC, seed 0), and prints the

@@ -3,12 +3,12 @@
 Every built-in compander has the form `Ψ(v) = a·f(v/b)` with `a, b > 0`
 (weight compander paper, Eq. 1):
 
-| name       | f(u)            | f⁻¹(y)                 | sup|f| | paper            |
-|------------|-----------------|------------------------|--------|------------------|
-| `arctan`   | arctan(u)       | tan(y)                 | π/2    | WC Eq. 1, 3, 4   |
-| `arsinh`   | arsinh(u)       | sinh(y)                | ∞      | WC §IV-F         |
-| `erf`      | erf(u)          | erfinv(y)              | 1      | WC §IV-F         |
-| `powerprop`| u·|u|^(α−1)     | sign(y)·|y|^(1/α)      | ∞      | Schwarz 2021     |
+| name        | f(u)         | f⁻¹(y)             | sup|f| | source         |
+|-------------|--------------|--------------------|--------|----------------|
+| `arctan`    | arctan(u)    | tan(y)             | π/2    | WC Eq. 1, 3, 4 |
+| `arsinh`    | arsinh(u)    | sinh(y)            | ∞      | WC §IV-F       |
+| `erf`       | erf(u)       | erfinv(y)          | 1      | WC §IV-F       |
+| `powerprop` | u·|u|^(α−1)  | sign(y)·|y|^(1/α)  | ∞      | Schwarz 2021   |
 
 so that `Ψ⁻¹(w) = b·f⁻¹(w/a)` (Eq. 4) and `Ψ'(v) = (a/b)·f'(v/b)` (Eq. 3).
 Powerpropagation is the member of the family with `a = b = 1`.

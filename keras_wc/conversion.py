@@ -20,6 +20,7 @@ from keras_wc.layers import wc, wn
 from keras_wc.layers.compander import CompanderMixin, SharedCompander
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
 from keras_wc.layers.reparameterized import KERNEL_NAMES, ReparameterizedLayer
+from keras_wc.validation import positive_number
 
 logger = logging.getLogger("keras_wc")
 
@@ -426,7 +427,7 @@ def _resolve_options(method, options):
     resolved = {**defaults, **options}
     if method == "wc":
         for name in ("a", "b"):
-            _check_positive(name, resolved[name])
+            positive_number(name, resolved[name])
         resolved["compander"] = companders_lib.get(resolved["compander"])
         learnable = resolved["learnable"]
         if not (learnable is False or learnable in ("fine", "coarse")):
@@ -437,21 +438,8 @@ def _resolve_options(method, options):
     elif method == "pp":
         companders_lib.Powerprop(resolved["alpha"])
     else:
-        _check_positive("init_scale", resolved["init_scale"])
+        positive_number("init_scale", resolved["init_scale"])
     return resolved
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(
-            f"`{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(
-            f"`{name}` must be a finite number > 0. Received: {name}={value}"
-        )
 
 
 def _registry(method):

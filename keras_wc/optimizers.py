@@ -64,7 +64,7 @@ class ModifiedOptimizerMixin:
             if not self.built:
                 with keras.name_scope(self.name, caller=self):
                     self.build(trainable_variables)
-            pairs = list(zip(grads, trainable_variables))
+            pairs = list(zip(grads, trainable_variables, strict=True))
             pairs.sort(
                 key=lambda p: self._var_key(p[1])
                 not in self._compander_layers

@@ -101,9 +101,10 @@ def run_layer_test(
     _check_config(layer_cls, init_kwargs)
     model, layer = _model(layer_cls, init_kwargs, input_shape)
     if len(layer.trainable_weights) != expected_num_trainable_weights:
+        paths = [w.path for w in layer.trainable_weights]
         raise AssertionError(
             f"{layer_cls.__name__}: expected {expected_num_trainable_weights} "
-            f"trainable weights, got {[w.path for w in layer.trainable_weights]}"
+            f"trainable weights, got {paths}"
         )
     if len(layer.non_trainable_weights) != expected_num_non_trainable_weights:
         raise AssertionError(
@@ -151,7 +152,7 @@ def _check_gradients(model, x):
         loss = tf.reduce_sum(tf.square(model(x, training=True)))
         loss += tf.add_n(model.losses) if model.losses else 0.0
     grads = tape.gradient(loss, model.trainable_variables)
-    for variable, grad in zip(model.trainable_variables, grads):
+    for variable, grad in zip(model.trainable_variables, grads, strict=True):
         if grad is None:
             raise AssertionError(f"{variable.path} gets no gradient")
         if not np.all(np.isfinite(np.asarray(grad))):
@@ -162,13 +163,14 @@ def _check_fit_step(model, x):
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     y = _random(tuple(model(x).shape), 2)
-    clone.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse",
-                  jit_compile=True)
+    clone.compile(
+        optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=True
+    )
     before = [np.array(w) for w in clone.trainable_weights]
     history = clone.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
     if not np.isfinite(history.history["loss"][0]):
         raise AssertionError("jit-compiled fit gave a non-finite loss")
-    for variable, old in zip(clone.trainable_weights, before):
+    for variable, old in zip(clone.trainable_weights, before, strict=True):
         if np.array_equal(np.asarray(variable), old):
             raise AssertionError(f"{variable.path} did not change in fit")
 
@@ -211,7 +213,9 @@ def _check_saving(model, layer, randomize, x):
 def _same(model, raw, expected, x, what):
     got = {v.path: np.array(v) for v in model.weights}
     if sorted(got) != sorted(raw):
-        raise AssertionError(f"{what}: variables {sorted(got)} != {sorted(raw)}")
+        raise AssertionError(
+            f"{what}: variables {sorted(got)} != {sorted(raw)}"
+        )
     for path, value in raw.items():
         if not np.array_equal(got[path], value):
             raise AssertionError(f"{what}: variable {path} changed on reload")
@@ -235,11 +239,16 @@ def _check_mirrored(layer_cls, init_kwargs, input_shape, randomize):
         mirrored, _ = _model(layer_cls, init_kwargs, x.shape)
         mirrored.set_weights(weights)
         step(mirrored)
-    for expected, variable in zip(reference.weights, mirrored.weights):
+    for expected, variable in zip(
+        reference.weights, mirrored.weights, strict=True
+    ):
         replicas = [np.asarray(t) for t in variable.value.values]
         for value in replicas[1:]:
             np.testing.assert_array_equal(value, replicas[0], variable.path)
         np.testing.assert_allclose(
-            replicas[0], np.asarray(expected), rtol=1e-4, atol=1e-5,
+            replicas[0],
+            np.asarray(expected),
+            rtol=1e-4,
+            atol=1e-5,
             err_msg=f"MirroredStrategy step differs: {variable.path}",
         )

@@ -27,7 +27,9 @@ REFERENCE = {
     "erf": (
         lambda v, a, b: a * special.erf(v / b),
         lambda w, a, b: b * special.erfinv(w / a),
-        lambda v, a, b: 2 * a / (b * math.sqrt(math.pi)) * np.exp(-(v**2) / b**2),
+        lambda v, a, b: (
+            2 * a / (b * math.sqrt(math.pi)) * np.exp(-(v**2) / b**2)
+        ),
     ),
 }
 
@@ -40,7 +42,9 @@ def test_builtin_matches_reference(name, a, b):
     w = np.asarray(comp.forward(V, a, b))
     np.testing.assert_allclose(w, psi(V, a, b), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
-        np.asarray(comp.derivative(V, a, b)), dpsi(V, a, b), rtol=1e-5,
+        np.asarray(comp.derivative(V, a, b)),
+        dpsi(V, a, b),
+        rtol=1e-5,
         atol=1e-7,
     )
     inside = w[np.abs(w) < 0.95 * comp.max_magnitude(a)]
@@ -56,8 +60,9 @@ def test_builtin_matches_reference(name, a, b):
 def test_powerprop_matches_schwarz(alpha):
     comp = companders.Powerprop(alpha)
     w = np.asarray(comp.forward(V, 1.0, 1.0))
-    np.testing.assert_allclose(w, V * np.abs(V) ** (alpha - 1), rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        w, V * np.abs(V) ** (alpha - 1), rtol=1e-5, atol=1e-7
+    )
     np.testing.assert_allclose(
         np.asarray(comp.inverse(w, 1.0, 1.0)), V, rtol=1e-4, atol=1e-5
     )
@@ -125,8 +130,9 @@ def test_user_compander_derivative_by_autodiff():
     expected = 0.5 / 2.0 * (1 - np.tanh(V / 2.0) ** 2)
     for comp in (Tanh(), DuckTyped()):
         got = companders.derivative(companders.get(comp), V, 0.5, 2.0)
-        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5,
-                                   atol=1e-7)
+        np.testing.assert_allclose(
+            np.asarray(got), expected, rtol=1e-5, atol=1e-7
+        )
 
 
 def test_get_unknown_name_lists_valid():
@@ -142,7 +148,9 @@ def test_get_rejects_non_companders(bad):
 
 @pytest.mark.parametrize("alpha", [0.5, 0.0, -1.0, float("nan"), float("inf")])
 def test_powerprop_alpha_below_one(alpha):
-    with pytest.raises(ValueError, match="`alpha` must be a finite number >= 1"):
+    with pytest.raises(
+        ValueError, match="`alpha` must be a finite number >= 1"
+    ):
         companders.Powerprop(alpha)
 
 

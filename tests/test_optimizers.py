@@ -24,8 +24,9 @@ def _data(seed=0):
 
 def _wc_model(a=0.8, b=0.6, compander="arctan"):
     inputs = keras.Input((5,))
-    layer = keras_wc.WCDense(3, a=a, b=b, compander=compander,
-                             bias_initializer="random_normal")
+    layer = keras_wc.WCDense(
+        3, a=a, b=b, compander=compander, bias_initializer="random_normal"
+    )
     return keras.Model(inputs, layer(inputs)), layer
 
 
@@ -33,8 +34,10 @@ def _numpy_modified_adam(v, bias, x, y, steps, psi, dpsi):
     """Keras's Adam (bias correction folded into the learning rate), with the
     moments of v built from ∂L/∂w and the step multiplied by Ψ'(v)."""
     v, bias = v.astype("float64"), bias.astype("float64")
-    state = {k: [np.zeros_like(p), np.zeros_like(p)]
-             for k, p in (("v", v), ("bias", bias))}
+    state = {
+        k: [np.zeros_like(p), np.zeros_like(p)]
+        for k, p in (("v", v), ("bias", bias))
+    }
     for t in range(1, steps + 1):
         w = psi(v)
         err = x @ w + bias - y
@@ -58,19 +61,25 @@ def test_modified_adam_matches_numpy_over_steps(jit):
     model, layer = _wc_model(a, b)
     x, y = _data()
     v0, b0 = np.asarray(layer.v), np.asarray(layer.bias)
-    model.compile(optimizer=ModifiedAdam(LR, beta_1=B1, beta_2=B2,
-                                         epsilon=EPS),
-                  loss="mse", jit_compile=jit)
+    model.compile(
+        optimizer=ModifiedAdam(LR, beta_1=B1, beta_2=B2, epsilon=EPS),
+        loss="mse",
+        jit_compile=jit,
+    )
     model.fit(x, y, batch_size=8, epochs=5, verbose=0, shuffle=False)
     v_ref, b_ref = _numpy_modified_adam(
-        v0, b0, x, y, 5,
+        v0,
+        b0,
+        x,
+        y,
+        5,
         psi=lambda v: a * np.arctan(v / b),
         dpsi=lambda v: a * b / (b**2 + v**2),
     )
-    np.testing.assert_allclose(np.asarray(layer.v), v_ref, rtol=1e-4,
-                               atol=1e-6)
-    np.testing.assert_allclose(np.asarray(layer.bias), b_ref, rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer.v), v_ref, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(layer.bias), b_ref, rtol=1e-4, atol=1e-6
+    )
 
 
 def test_plain_adam_differs_from_modified():
@@ -118,7 +127,7 @@ def test_learnable_shared_scales_take_plain_adam_and_old_values():
     a0, b0 = snapshot[shared._a.path], snapshot[shared._b.path]
     optimizer.apply(grads, variables)
     lr_t = LR * np.sqrt(1 - B2) / (1 - B1)
-    for variable, grad in zip(variables, grads):
+    for variable, grad in zip(variables, grads, strict=True):
         old, g = snapshot[variable.path], np.asarray(grad, "float64")
         if variable.path.endswith("/v"):
             dpsi = a0 * b0 / (b0**2 + old**2)
@@ -127,9 +136,15 @@ def test_learnable_shared_scales_take_plain_adam_and_old_values():
             expected = old - dpsi * step
         else:
             expected = old - (1 - B1) * g * lr_t / (
-                np.sqrt((1 - B2) * g**2) + EPS)
-        np.testing.assert_allclose(np.asarray(variable), expected, rtol=1e-4,
-                                   atol=1e-7, err_msg=variable.path)
+                np.sqrt((1 - B2) * g**2) + EPS
+            )
+        np.testing.assert_allclose(
+            np.asarray(variable),
+            expected,
+            rtol=1e-4,
+            atol=1e-7,
+            err_msg=variable.path,
+        )
 
 
 def test_state_saves_and_restores(tmp_path):
@@ -142,11 +157,13 @@ def test_state_saves_and_restores(tmp_path):
     loaded = keras.saving.load_model(path)
     assert type(loaded.optimizer) is ModifiedAdam
     assert int(loaded.optimizer.iterations) == 2
-    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+    for a, b in zip(
+        model.optimizer.variables, loaded.optimizer.variables, strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for m in (model, loaded):
         m.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
-    for a, b in zip(model.weights, loaded.weights):
+    for a, b in zip(model.weights, loaded.weights, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
 
 
@@ -161,9 +178,10 @@ def test_mirrored_strategy_equals_one_device():
         model.set_weights(weights)
         model.compile(optimizer=ModifiedAdam(LR), loss="mse")
     model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
-    for a, b in zip(reference.weights, model.weights):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
-                                   atol=1e-6)
+    for a, b in zip(reference.weights, model.weights, strict=True):
+        np.testing.assert_allclose(
+            np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_under_mixed_precision_loss_scaling():

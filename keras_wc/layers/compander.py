@@ -13,26 +13,11 @@ from keras import ops
 
 from keras_wc import companders as companders_lib
 from keras_wc.layers.reparameterized import ReparameterizedLayer
+from keras_wc.validation import positive_number
 
 # Learnable a and b are projected back to [MIN_SCALE, ∞) after every
 # optimizer update, and the forward pass reads max(a, MIN_SCALE).
 MIN_SCALE = 1e-3
-
-
-def _check_scale(name, value, owner):
-    if isinstance(value, bool) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(
-            f"{owner}: `{name}` must be a positive number. "
-            f"Received: {name}={value!r}"
-        )
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(
-            f"{owner}: `{name}` must be a finite number > 0. "
-            f"Received: {name}={value}"
-        )
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_wc")
@@ -83,8 +68,8 @@ class SharedCompander(keras.layers.Layer):
     def __init__(self, a=0.5, b=1.0, compander="arctan", **kwargs):
         super().__init__(**kwargs)
         owner = f"SharedCompander '{self.name}'"
-        self.initial_a = _check_scale("a", a, owner)
-        self.initial_b = _check_scale("b", b, owner)
+        self.initial_a = positive_number("a", a, owner)
+        self.initial_b = positive_number("b", b, owner)
         self.compander = companders_lib.get(compander)
         self._a = _add_scale(self, "a", self.initial_a)
         self._b = _add_scale(self, "b", self.initial_b)
@@ -208,8 +193,8 @@ class CompanderMixin(ReparameterizedLayer):
                 "`shared=SharedCompander(...)` for the coarse version). "
                 f"Received: learnable={learnable!r}"
             )
-        self.initial_a = _check_scale("a", a, owner)
-        self.initial_b = _check_scale("b", b, owner)
+        self.initial_a = positive_number("a", a, owner)
+        self.initial_b = positive_number("b", b, owner)
         self.compander = (
             shared.compander if shared else companders_lib.get(compander)
         )
@@ -278,7 +263,9 @@ class CompanderMixin(ReparameterizedLayer):
 
     def _assign_kernel(self, name, value):
         a, _ = self._current_scales()
-        check_in_range(ops.convert_to_numpy(value), self.compander, a, self.name)
+        check_in_range(
+            ops.convert_to_numpy(value), self.compander, a, self.name
+        )
         self._raw_kernels[name].assign(self.inverse(value))
 
     def forward(self, v):

@@ -9,7 +9,7 @@ import keras
 
 from keras_wc.layers.compander import CompanderMixin
 
-_DOC = """{parent} whose kernel{s} {are} reparameterized as `w = Ψ(v) = a·f(v/b)`.
+_DOC = """{parent} whose kernel{s} {are} reparameterized as `w = a·f(v/b)`.
 
 Weight compander (Cakaj et al., IJCNN 2023): with the default
 `compander="arctan"`, `w = a·arctan(v/b)` (Eq. 1), so `|w| < a·π/2`, and the

@@ -16,7 +16,6 @@ already-initialized outputs of the layers before it.
 
 import contextlib
 import contextvars
-import math
 
 import keras
 import numpy as np
@@ -24,6 +23,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_wc.layers.reparameterized import RAW_NAMES, ReparameterizedLayer
+from keras_wc.validation import positive_number
 
 # ‖v‖ = sqrt(max(Σv², NORM_EPSILON)), as in `tf.nn.l2_normalize`: a zero
 # `v` gives w = 0 and finite gradients instead of 0/0.
@@ -244,20 +244,8 @@ class WeightNormMixin(ReparameterizedLayer):
                     f"{owner}: `{arg}` must be True or False. "
                     f"Received: {arg}={value!r}"
                 )
-        if isinstance(init_scale, bool) or not isinstance(
-            init_scale, (int, float, np.integer, np.floating)
-        ):
-            raise TypeError(
-                f"{owner}: `init_scale` must be a positive number. "
-                f"Received: init_scale={init_scale!r}"
-            )
-        if not (math.isfinite(init_scale) and init_scale > 0):
-            raise ValueError(
-                f"{owner}: `init_scale` must be a finite number > 0. "
-                f"Received: init_scale={init_scale}"
-            )
         self.data_init = data_init
-        self.init_scale = float(init_scale)
+        self.init_scale = positive_number("init_scale", init_scale, owner)
         self.log_scale = log_scale
         self._gains = {}
         self._norm_axes = {}

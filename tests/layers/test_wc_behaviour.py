@@ -27,32 +27,57 @@ def test_dense_forward_matches_numpy():
     np.testing.assert_allclose(
         y, np.tanh(x @ w + np.asarray(layer.bias)), rtol=1e-5, atol=1e-6
     )
-    np.testing.assert_allclose(np.asarray(layer.kernel), w, rtol=1e-6,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(layer.kernel), w, rtol=1e-6, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize(
     "wc_cls,plain_cls,kwargs,shape",
     [
-        (keras_wc.WCConv2D, keras.layers.Conv2D,
-         {"filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"},
-         (2, 7, 7, 3)),
-        (keras_wc.WCConv1DTranspose, keras.layers.Conv1DTranspose,
-         {"filters": 3, "kernel_size": 3, "strides": 2}, (2, 5, 2)),
-        (keras_wc.WCDepthwiseConv2D, keras.layers.DepthwiseConv2D,
-         {"kernel_size": 3, "depth_multiplier": 2}, (2, 6, 6, 3)),
-        (keras_wc.WCSeparableConv2D, keras.layers.SeparableConv2D,
-         {"filters": 4, "kernel_size": 3}, (2, 6, 6, 3)),
-        (keras_wc.WCEinsumDense, keras.layers.EinsumDense,
-         {"equation": "ab,bc->ac", "output_shape": 4}, (2, 3)),
+        (
+            keras_wc.WCConv2D,
+            keras.layers.Conv2D,
+            {"filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"},
+            (2, 7, 7, 3),
+        ),
+        (
+            keras_wc.WCConv1DTranspose,
+            keras.layers.Conv1DTranspose,
+            {"filters": 3, "kernel_size": 3, "strides": 2},
+            (2, 5, 2),
+        ),
+        (
+            keras_wc.WCDepthwiseConv2D,
+            keras.layers.DepthwiseConv2D,
+            {"kernel_size": 3, "depth_multiplier": 2},
+            (2, 6, 6, 3),
+        ),
+        (
+            keras_wc.WCSeparableConv2D,
+            keras.layers.SeparableConv2D,
+            {"filters": 4, "kernel_size": 3},
+            (2, 6, 6, 3),
+        ),
+        (
+            keras_wc.WCEinsumDense,
+            keras.layers.EinsumDense,
+            {"equation": "ab,bc->ac", "output_shape": 4},
+            (2, 3),
+        ),
     ],
 )
 @pytest.mark.parametrize("compander", ["arctan", "arsinh", "erf"])
 def test_layer_equals_plain_layer_with_psi_kernel(
     wc_cls, plain_cls, kwargs, shape, compander
 ):
-    wc = wc_cls(**kwargs, a=1.2, b=0.7, compander=compander,
-                bias_initializer="random_normal")
+    wc = wc_cls(
+        **kwargs,
+        a=1.2,
+        b=0.7,
+        compander=compander,
+        bias_initializer="random_normal",
+    )
     x = _x(shape)
     y = np.asarray(wc(x))
     plain = plain_cls(**kwargs)
@@ -73,17 +98,23 @@ def test_layer_equals_plain_layer_with_psi_kernel(
 
 
 def test_init_keeps_the_initializer_values():
-    for a, b, comp in [(1.0, 0.6, "arctan"), (0.7, 1.0, "erf"),
-                       (0.8, 0.5, "arsinh")]:
+    for a, b, comp in [
+        (1.0, 0.6, "arctan"),
+        (0.7, 1.0, "erf"),
+        (0.8, 0.5, "arsinh"),
+    ]:
         init = keras.initializers.GlorotUniform(seed=3)
         plain = keras.layers.Dense(64, kernel_initializer=init)
-        wc = keras_wc.WCDense(64, kernel_initializer=init, a=a, b=b,
-                              compander=comp)
+        wc = keras_wc.WCDense(
+            64, kernel_initializer=init, a=a, b=b, compander=comp
+        )
         plain.build((None, 32))
         wc.build((None, 32))
         # Eq. 4: v₀ = Ψ⁻¹(w₀), so Ψ(v₀) is the initializer's draw.
         np.testing.assert_allclose(
-            np.asarray(wc.kernel), np.asarray(plain.kernel), rtol=1e-5,
+            np.asarray(wc.kernel),
+            np.asarray(plain.kernel),
+            rtol=1e-5,
             atol=1e-6,
         )
         assert not np.allclose(np.asarray(wc.v), np.asarray(plain.kernel))
@@ -146,8 +177,9 @@ def test_weight_decay_on_psi_when_fixed_and_on_v_when_learnable():
         rtol=1e-4,
     )
 
-    learn = keras_wc.WCDense(4, a=0.9, b=0.6, kernel_regularizer=reg,
-                             learnable=True)
+    learn = keras_wc.WCDense(
+        4, a=0.9, b=0.6, kernel_regularizer=reg, learnable=True
+    )
     learn.build((None, 3))
     expected = 0.01 * np.sum(np.asarray(learn.v, "float64") ** 2)
     np.testing.assert_allclose(float(sum(learn.losses)), expected, rtol=1e-5)
@@ -179,8 +211,7 @@ def test_learnable_a_b_stay_positive():
     layer._a.assign(-3.0)
     assert float(layer.a) == pytest.approx(1e-3)
     optimizer = keras.optimizers.SGD(100.0)
-    optimizer.apply([tf.constant(1.0), tf.constant(1.0)],
-                    [layer._a, layer._b])
+    optimizer.apply([tf.constant(1.0), tf.constant(1.0)], [layer._a, layer._b])
     assert float(layer._a.numpy()) >= 1e-3
     assert float(layer._b.numpy()) >= 1e-3
     assert np.all(np.isfinite(np.asarray(layer(_x((1, 2))))))
@@ -228,8 +259,11 @@ def test_shared_compander_is_one_pair(tmp_path):
         ({"compander": 3}, TypeError, "`compander` must be"),
         ({"learnable": "fine"}, TypeError, "`learnable` must be True or False"),
         ({"shared": "coarse"}, TypeError, "must be a keras_wc.SharedCompander"),
-        ({"shared": keras_wc.SharedCompander(), "a": 0.5}, ValueError,
-         "leave `a`, `b`"),
+        (
+            {"shared": keras_wc.SharedCompander(), "a": 0.5},
+            ValueError,
+            "leave `a`, `b`",
+        ),
         ({"lora_rank": 2}, ValueError, "LoRA is not supported"),
     ],
 )
@@ -240,11 +274,17 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_out_of_range_init_names_layer_and_bound():
     layer = keras_wc.WCDense(
-        4, a=0.5, compander="erf", name="head",
+        4,
+        a=0.5,
+        compander="erf",
+        name="head",
         kernel_initializer=keras.initializers.Constant(0.6),
     )
-    with pytest.raises(ValueError, match=r"Layer 'head'.*max \|w\| = 0\.6.*"
-                       r"\|w\| < 0\.5\b.*Use a >= 0\.606"):
+    with pytest.raises(
+        ValueError,
+        match=r"Layer 'head'.*max \|w\| = 0\.6.*"
+        r"\|w\| < 0\.5\b.*Use a >= 0\.606",
+    ):
         layer.build((None, 3))
 
 

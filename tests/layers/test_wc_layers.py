@@ -1,7 +1,5 @@
 """Every WC layer class through the shared harness, plus WC-specific checks."""
 
-import keras
-import numpy as np
 import pytest
 from layer_harness import run_layer_test
 
@@ -17,7 +15,13 @@ CASES = [
         (2, 4, 5),
         1,
     ),
-    (keras_wc.WCConv1D, {"filters": 4, "kernel_size": 3}, (2, 6, 3), (2, 4, 4), 1),
+    (
+        keras_wc.WCConv1D,
+        {"filters": 4, "kernel_size": 3},
+        (2, 6, 3),
+        (2, 4, 4),
+        1,
+    ),
     (
         keras_wc.WCConv2D,
         {"filters": 4, "kernel_size": 3, "padding": "same"},
@@ -85,7 +89,9 @@ CASES = [
 IDS = [case[0].__name__ for case in CASES]
 
 
-@pytest.mark.parametrize("cls,kwargs,in_shape,out_shape,kernels", CASES, ids=IDS)
+@pytest.mark.parametrize(
+    "cls,kwargs,in_shape,out_shape,kernels", CASES, ids=IDS
+)
 def test_layer_harness_fixed(cls, kwargs, in_shape, out_shape, kernels):
     run_layer_test(
         cls,

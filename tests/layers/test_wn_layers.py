@@ -356,7 +356,7 @@ def test_regularizer_gradient_equals_autodiff_of_the_formula(regularizer):
         expected = regularizer(gt * vt / norm)
     expected_grads = tape.gradient(expected, [vt, gt])
     np.testing.assert_allclose(float(penalty), float(expected), rtol=1e-5)
-    for got, want in zip(grads, expected_grads):
+    for got, want in zip(grads, expected_grads, strict=True):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want),
                                    rtol=1e-4, atol=1e-6)
 

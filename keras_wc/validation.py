@@ -1,0 +1,31 @@
+"""Argument checks shared by the keras_wc layers and functions."""
+
+import math
+
+import numpy as np
+
+
+def positive_number(name, value, owner=None):
+    """Returns `value` as a float, or raises for a non-number or a value that
+    is not finite and > 0.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value received.
+        owner: what received it (e.g. "WCDense 'dense'"), prefixed to the
+            message when given.
+    """
+    prefix = f"{owner}: " if owner else ""
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            f"{prefix}`{name}` must be a positive number. "
+            f"Received: {name}={value!r}"
+        )
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"{prefix}`{name}` must be a finite number > 0. "
+            f"Received: {name}={value}"
+        )
+    return float(value)
