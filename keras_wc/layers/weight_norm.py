@@ -442,8 +442,8 @@ class WeightNormMixin(ReparameterizedLayer):
 
     def call(self, inputs, training=None):
         if in_init_pass() and not self.is_initialized():
-            self._data_dependent_init(inputs)
-        elif (
+            return self._data_dependent_init(inputs)
+        if (
             _is_true(training) and self.data_init and not self.is_initialized()
         ):
             raise RuntimeError(
@@ -456,11 +456,13 @@ class WeightNormMixin(ReparameterizedLayer):
         return super().call(inputs)
 
     def _data_dependent_init(self, inputs):
-        """Sets g and the bias from the statistics of `inputs` (§3).
+        """Sets g and the bias from the statistics of `inputs` (§3) and
+        returns the layer's output with them.
 
         t = x·v/‖v‖ (pre-activation, without bias) per output unit;
         g = init_scale/√(var(t) + ε), b = −mean(t)·g. Dead units
-        (var(t) ≤ ε) get g = init_scale.
+        (var(t) ≤ ε) get g = init_scale. The output is φ(g·t + b), computed
+        from t rather than by a second pass through the layer.
         """
         name = self._output_kernel()
         gain = self._gains[name]
@@ -499,14 +501,19 @@ class WeightNormMixin(ReparameterizedLayer):
         gain.assign(
             ops.cast(ops.log(value) if self.log_scale else value, gain.dtype)
         )
+        outputs = t * scale
         if bias is not None:
-            bias.assign(
-                ops.cast(self._bias_value(-mean * scale, t), bias.dtype)
-            )
+            value, broadcast_shape = self._bias_value(-mean * scale, t)
+            bias.assign(ops.cast(value, bias.dtype))
+            outputs = outputs + ops.reshape(value, broadcast_shape)
         self.initialized.assign(True)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return ops.cast(outputs, self.compute_dtype)
 
     def _bias_value(self, shift, t):
-        """The bias closest to `shift` (one value per unit) in mean square.
+        """The bias closest to `shift` (one value per unit) in mean square,
+        and the shape that broadcasts it against `t`.
 
         Exactly `shift` when the bias covers the unit axes (every layer but
         an `EinsumDense` whose `bias_axes` omit some unit axis).
@@ -518,7 +525,8 @@ class WeightNormMixin(ReparameterizedLayer):
         if shared:
             shift = ops.mean(shift, axis=shared, keepdims=True)
         shape = [t.shape[a] if a in positions else 1 for a in range(ndim)]
-        return ops.reshape(ops.broadcast_to(shift, shape), self.bias.shape)
+        value = ops.reshape(ops.broadcast_to(shift, shape), self.bias.shape)
+        return value, shape
 
     def get_config(self):
         config = super().get_config()
