@@ -35,7 +35,6 @@ bench: install
 	$(PY) -m bench $(ARGS)
 
 lint: install
-	$(PY) -m pip install -q ruff
 	$(PY) -m ruff check keras_wc models train bench tests
 
 clean:
