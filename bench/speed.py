@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -209,7 +208,8 @@ def peak_memory_ratios(arch, batch, quick):
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
         peaks[variant] = float(out.stdout.strip().splitlines()[-1])
-    return _ratios(peaks)
+    return {name: {"bytes": peak, "ratio": peak / peaks["plain"]}
+            for name, peak in peaks.items()}
 
 
 def _memory_child(arch, variant, batch, quick):
@@ -221,7 +221,17 @@ def _memory_child(arch, variant, batch, quick):
                          jit=False)
     for _ in range(3):
         np.asarray(step(x, y))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(_peak_rss_bytes())
+
+
+def _peak_rss_bytes():
+    # VmHWM is this process's own high-water mark: `ru_maxrss` would carry
+    # the parent's peak across fork + exec on Linux.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _ratios(times, base="plain"):
@@ -315,7 +325,8 @@ def to_markdown(result):
                   + " | ".join(variants[1:]) + " |",
                   "|---" * len(variants) + "|"]
         for key, row in result["memory"].items():
-            lines.append(f"| {key} | " + " | ".join(
+            plain_mb = row["plain"]["bytes"] / 2**20
+            lines.append(f"| {key} (plain {plain_mb:.0f} MiB) | " + " | ".join(
                 f"{row[v]['ratio']:.2f}" for v in variants[1:]) + " |")
     return "\n".join(lines) + "\n"
 
