@@ -1,0 +1,56 @@
+"""The benchmark helpers and the committed results they produced."""
+
+import json
+import os
+
+import pytest
+
+from bench import speed, study
+
+RESULTS = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "bench", "results"
+)
+
+
+def test_interleaved_returns_a_median_per_function():
+    calls = []
+    functions = {
+        "a": lambda x: calls.append("a") or x,
+        "b": lambda x: calls.append("b") or x,
+    }
+    times = speed.interleaved(functions, (1.0,), rounds=3, calls=2)
+    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+    # 2 warm-up calls each, then rounds interleave a, b, a, b, ...
+    assert calls[4:] == ["a", "a", "b", "b"] * 3
+
+
+def test_ratios_are_relative_to_the_base():
+    ratios = speed._ratios({"plain": 2.0, "wc": 3.0})
+    assert ratios["wc"]["ratio"] == pytest.approx(1.5)
+    assert ratios["plain"]["ratio"] == 1.0
+
+
+def test_committed_speed_table_matches_its_json():
+    with open(os.path.join(RESULTS, "speed.json")) as f:
+        result = json.load(f)
+    with open(os.path.join(RESULTS, "speed.md")) as f:
+        assert f.read() == speed.to_markdown(result)
+
+
+def test_committed_study_table_matches_its_json():
+    with open(os.path.join(RESULTS, "study.json")) as f:
+        report = json.load(f)
+    assert all(
+        len(row["test_acc"]) >= 5
+        for block in report["datasets"].values()
+        for row in block["variants"].values()
+    )
+    with open(os.path.join(RESULTS, "study.md")) as f:
+        assert f.read() == study.to_markdown(report)
+
+
+def test_dense_heavy_model_size():
+    model = speed.dense_heavy()
+    assert model.count_params() == 1024 * 2048 + 2048 * 2048 + 2048 * 10 + (
+        2048 + 2048 + 10
+    )
