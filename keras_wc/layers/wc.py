@@ -8,6 +8,7 @@ reparameterized (WC paper, §III-A).
 import keras
 
 from keras_wc.layers.compander import CompanderMixin
+from keras_wc.layers.reparameterized import DOC_EXAMPLES
 
 _DOC = """{parent} whose kernel{s} {are} reparameterized as `w = a·f(v/b)`.
 
@@ -55,8 +56,9 @@ Reparameterization for Regularization", IJCNN 2023, arXiv:2306.16993.
 """
 
 
-def _document(cls, example, input_shape, output_shape):
+def _document(cls):
     parent = cls.__bases__[-1].__name__
+    example, input_shape, output_shape = DOC_EXAMPLES[cls.__bases__[-1]]
     separable = "Separable" in parent
     cls.__doc__ = _DOC.format(
         parent=parent,
@@ -122,18 +124,18 @@ class WCSeparableConv2D(CompanderMixin, keras.layers.SeparableConv2D):
     pass
 
 
-for _cls, _example in [
-    (WCDense, ("16", "(2, 8)", "(2, 16)")),
-    (WCEinsumDense, ('"ab,bc->ac", output_shape=16', "(2, 8)", "(2, 16)")),
-    (WCConv1D, ("16, 3", "(2, 10, 4)", "(2, 8, 16)")),
-    (WCConv2D, ("16, 3", "(2, 10, 10, 4)", "(2, 8, 8, 16)")),
-    (WCConv3D, ("16, 3", "(2, 6, 6, 6, 4)", "(2, 4, 4, 4, 16)")),
-    (WCConv1DTranspose, ("16, 3", "(2, 8, 4)", "(2, 10, 16)")),
-    (WCConv2DTranspose, ("16, 3", "(2, 8, 8, 4)", "(2, 10, 10, 16)")),
-    (WCConv3DTranspose, ("16, 3", "(2, 4, 4, 4, 4)", "(2, 6, 6, 6, 16)")),
-    (WCDepthwiseConv1D, ("3", "(2, 10, 4)", "(2, 8, 4)")),
-    (WCDepthwiseConv2D, ("3", "(2, 10, 10, 4)", "(2, 8, 8, 4)")),
-    (WCSeparableConv1D, ("16, 3", "(2, 10, 4)", "(2, 8, 16)")),
-    (WCSeparableConv2D, ("16, 3", "(2, 10, 10, 4)", "(2, 8, 8, 16)")),
-]:
-    _document(_cls, *_example)
+for _cls in (
+    WCDense,
+    WCEinsumDense,
+    WCConv1D,
+    WCConv2D,
+    WCConv3D,
+    WCConv1DTranspose,
+    WCConv2DTranspose,
+    WCConv3DTranspose,
+    WCDepthwiseConv1D,
+    WCDepthwiseConv2D,
+    WCSeparableConv1D,
+    WCSeparableConv2D,
+):
+    _document(_cls)

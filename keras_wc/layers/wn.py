@@ -8,6 +8,7 @@ import textwrap
 
 import keras
 
+from keras_wc.layers.reparameterized import DOC_EXAMPLES
 from keras_wc.layers.weight_norm import WeightNormMixin
 
 _DOC = """{parent} whose kernel{s} {are} weight-normalized: `w = g·v/‖v‖`.
@@ -121,8 +122,9 @@ _LAYOUTS = {
 }
 
 
-def _document(cls, example, input_shape, output_shape):
+def _document(cls):
     parent = cls.__bases__[-1].__name__
+    example, input_shape, output_shape = DOC_EXAMPLES[cls.__bases__[-1]]
     separable = "Separable" in parent
     layout = _LAYOUTS[
         next(
@@ -230,18 +232,18 @@ class WNSeparableConv2D(WeightNormMixin, keras.layers.SeparableConv2D):
     pass
 
 
-for _cls, _example in [
-    (WNDense, ("16", "(2, 8)", "(2, 16)")),
-    (WNEinsumDense, ('"ab,bc->ac", output_shape=16', "(2, 8)", "(2, 16)")),
-    (WNConv1D, ("16, 3", "(2, 10, 4)", "(2, 8, 16)")),
-    (WNConv2D, ("16, 3", "(2, 10, 10, 4)", "(2, 8, 8, 16)")),
-    (WNConv3D, ("16, 3", "(2, 6, 6, 6, 4)", "(2, 4, 4, 4, 16)")),
-    (WNConv1DTranspose, ("16, 3", "(2, 8, 4)", "(2, 10, 16)")),
-    (WNConv2DTranspose, ("16, 3", "(2, 8, 8, 4)", "(2, 10, 10, 16)")),
-    (WNConv3DTranspose, ("16, 3", "(2, 4, 4, 4, 4)", "(2, 6, 6, 6, 16)")),
-    (WNDepthwiseConv1D, ("3", "(2, 10, 4)", "(2, 8, 4)")),
-    (WNDepthwiseConv2D, ("3", "(2, 10, 10, 4)", "(2, 8, 8, 4)")),
-    (WNSeparableConv1D, ("16, 3", "(2, 10, 4)", "(2, 8, 16)")),
-    (WNSeparableConv2D, ("16, 3", "(2, 10, 10, 4)", "(2, 8, 8, 16)")),
-]:
-    _document(_cls, *_example)
+for _cls in (
+    WNDense,
+    WNEinsumDense,
+    WNConv1D,
+    WNConv2D,
+    WNConv3D,
+    WNConv1DTranspose,
+    WNConv2DTranspose,
+    WNConv3DTranspose,
+    WNDepthwiseConv1D,
+    WNDepthwiseConv2D,
+    WNSeparableConv1D,
+    WNSeparableConv2D,
+):
+    _document(_cls)
