@@ -29,3 +29,29 @@ def positive_number(name, value, owner=None):
             f"Received: {name}={value}"
         )
     return float(value)
+
+
+# `learnable` has one vocabulary in the layers, `convert` and the CLI.
+LEARNABLE_MODES = ("none", "fine", "coarse")
+_LEARNABLE_ALIASES = {False: "none", True: "fine"}
+
+
+def learnable_mode(value, owner=None):
+    """Normalizes a `learnable` argument to `"none"`, `"fine"` or `"coarse"`.
+
+    `False` and `"none"` mean fixed `a, b`; `True` and `"fine"` one trainable
+    pair per layer; `"coarse"` one pair shared by the whole network (WC
+    paper, §III-B). Strings are matched case-insensitively.
+
+    Raises:
+        ValueError: any other value, naming it.
+    """
+    prefix = f"{owner}: " if owner else ""
+    if isinstance(value, bool):
+        return _LEARNABLE_ALIASES[value]
+    if isinstance(value, str) and value.lower() in LEARNABLE_MODES:
+        return value.lower()
+    raise ValueError(
+        f"{prefix}`learnable` must be False/'none', True/'fine' or 'coarse'. "
+        f"Received: learnable={value!r}"
+    )
