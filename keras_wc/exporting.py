@@ -3,21 +3,24 @@
 The module is `exporting` so that the function can be `keras_wc.export`.
 """
 
+import functools
 import importlib.util
 import os
+import shutil
+import tempfile
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_wc.conversion import check_graph_model
 from keras_wc.folding import fold
+from keras_wc.validation import nearest_directory, path_argument
 
 FORMATS = ("tf_saved_model", "onnx")
 
 
-def export(model, path, format="tf_saved_model"):
+def export(model, path, format="tf_saved_model", *, overwrite=False):
     """Folds `model` and writes it for inference without keras_wc.
 
     Writes two artifacts:
@@ -37,18 +40,41 @@ def export(model, path, format="tf_saved_model"):
     extension replaced by `.keras` (`serving/my_model/1.keras`,
     `model.keras`), loadable with plain `keras.saving.load_model`.
 
+    The export is all or nothing: both artifacts are written into a
+    temporary directory beside `path` and then renamed into place, so a
+    failure at any point leaves no partial export and leaves what was at
+    `path` before untouched. Missing parent directories are created (and
+    removed again if the export fails).
+
     Args:
         model: a built Sequential or Functional model, reparameterized or
             not (see `keras_wc.fold`).
-        path: the SavedModel directory or the ONNX file to write.
+        path: the SavedModel directory or the ONNX file to write (a str or
+            path-like naming a new entry, not `""` or `"."`).
         format: `"tf_saved_model"` (default) or `"onnx"`.
+        overwrite: whether to replace an existing export. With `False`
+            (default) an existing target, i.e. a non-empty directory at
+            `path` (SavedModel), a file at `path` (ONNX), or a file at the
+            `.keras` path, raises `FileExistsError`; an empty directory at
+            a SavedModel `path` is replaced. With `True` the old
+            artifacts are replaced only once the new ones are complete.
 
     Returns:
         The folded model (what was written).
 
     Raises:
-        TypeError, ValueError: as `keras_wc.fold`, or for an unknown format.
+        TypeError, ValueError: as `keras_wc.fold`; for a subclassed or
+            unbuilt model, an unknown `format`, an empty `path` or a
+            non-bool `overwrite`.
+        FileExistsError: the target exists and `overwrite=False`.
+        IsADirectoryError, NotADirectoryError: a directory where a file
+            goes (the ONNX file or the `.keras` file) or a file where a
+            directory goes (a SavedModel `path`, or a parent of `path`),
+            whatever `overwrite`.
+        PermissionError: the parent directory of `path` is not writable.
         ImportError: `format="onnx"` without `tf2onnx` installed.
+
+    Every argument and the target are checked before anything is written.
 
     Example:
 
@@ -57,21 +83,33 @@ def export(model, path, format="tf_saved_model"):
     >>> served.signatures["serving_default"](image=x)  # doctest: +SKIP
     {'logits': <tf.Tensor: shape=(7, 10), ...>}
     """
-    if format not in FORMATS:
+    if not isinstance(format, str) or format not in FORMATS:
         raise ValueError(
             f"`format` must be one of {', '.join(map(repr, FORMATS))}. "
             f"Received: format={format!r}"
         )
+    if not isinstance(overwrite, bool):
+        raise TypeError(
+            "`overwrite` must be True or False. "
+            f"Received: overwrite={overwrite!r}"
+        )
+    path = _check_path(path)
+    _check_model(model)
+    targets = _Targets(path, format)
+    targets.check(overwrite)
     if format == "onnx" and importlib.util.find_spec("tf2onnx") is None:
         raise ImportError(
             '`format="onnx"` needs the `tf2onnx` package: '
             "`pip install tf2onnx onnxruntime`."
         )
-    check_graph_model(model, "export")
-    path = os.fspath(path)
     folded = fold(model)
+    targets.write(functools.partial(_write, folded, format))
+    return folded
+
+
+def _write(folded, format, artifact, keras_file):
     if format == "tf_saved_model":
-        _write_saved_model(folded, path)
+        _write_saved_model(folded, artifact)
     else:
         # Keras's ONNX exporter only accepts a model that was called once.
         folded(_zeros_like_inputs(folded))
@@ -81,9 +119,184 @@ def export(model, path, format="tf_saved_model"):
             warnings.filterwarnings(
                 "ignore", message=".*np.object", category=FutureWarning
             )
-            folded.export(path, format="onnx", verbose=False)
-    folded.save(keras_path(path))
-    return folded
+            folded.export(artifact, format="onnx", verbose=False)
+    folded.save(keras_file)
+
+
+def _check_model(model):
+    """`model` must be a built Sequential or Functional model: its symbolic
+    inputs give the serving signature."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`keras_wc.export` expects a `keras.Model`. "
+            f"Received: model={model!r} of type {type(model).__name__}"
+        )
+    if not isinstance(model, (keras.Sequential, keras.Function)):
+        raise ValueError(
+            "`keras_wc.export` needs a Sequential or Functional model, "
+            "whose inputs define the serving signature. Received: a "
+            f"subclassed model of type {type(model).__name__}. Build it as "
+            "a Functional model (`keras.Model(inputs, outputs)`)."
+        )
+    if not model.built:
+        raise ValueError(
+            "`keras_wc.export` needs a built model. Give it a "
+            "`keras.Input`, or call it on data first. "
+            f"Received: unbuilt model '{model.name}'"
+        )
+
+
+def _check_path(path):
+    """`path` as a str, refusing what names no new directory entry."""
+    path = path_argument("path", path)
+    if os.path.basename(os.path.normpath(path)) in ("", ".", "..") or (
+        "\0" in path
+    ):
+        raise ValueError(
+            "`path` must name the directory or file to create, e.g. "
+            f"'serving/model/1' or 'model.onnx'. Received: path={path!r}"
+        )
+    return path
+
+
+class _Targets:
+    """The two artifacts of an export and their all-or-nothing write."""
+
+    def __init__(self, path, format):
+        self.path = path
+        self.format = format
+        self.artifact = os.path.abspath(path)
+        self.keras_file = os.path.abspath(keras_path(path))
+        # Both live in one directory: `keras_path` only changes the
+        # extension of the last component.
+        self.parent = os.path.dirname(self.artifact)
+
+    def _entries(self):
+        """(path, the kind that goes there, argument name) per artifact."""
+        kind = "directory" if self.format == "tf_saved_model" else "file"
+        return [
+            (self.artifact, kind, "path"),
+            (self.keras_file, "file", "path"),
+        ]
+
+    def check(self, overwrite):
+        self._check_parent()
+        for target, kind, _ in self._entries():
+            if not os.path.lexists(target):
+                continue
+            is_dir = os.path.isdir(target)
+            if kind == "file" and is_dir:
+                raise IsADirectoryError(
+                    f"`export` writes the file {target!r}, which is a "
+                    f"directory. Received: path={self.path!r}"
+                )
+            if kind == "directory" and not is_dir:
+                raise NotADirectoryError(
+                    f"`export` writes the SavedModel directory {target!r}, "
+                    f"which is a file. Received: path={self.path!r}"
+                )
+            if is_dir and not os.listdir(target):
+                continue
+            if not overwrite:
+                raise FileExistsError(
+                    f"`export` would replace the existing {kind} "
+                    f"{target!r}. Pass `overwrite=True` to replace it, or "
+                    f"choose another path. Received: path={self.path!r}"
+                )
+
+    def _check_parent(self):
+        """The nearest existing ancestor must be a writable directory."""
+        ancestor = nearest_directory("path", self.parent, self.path)
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise PermissionError(
+                f"`export` cannot write in the directory {ancestor!r} "
+                f"(permission denied). Received: path={self.path!r}"
+            )
+
+    def write(self, write):
+        """Calls `write(artifact, keras_file)` on temporary paths, then
+        renames both into place; on any failure, undoes everything."""
+        created = _make_parents(self.parent)
+        try:
+            staging = tempfile.mkdtemp(
+                prefix=f".{os.path.basename(self.artifact)}.export-",
+                dir=self.parent,
+            )
+        except BaseException:
+            _remove_empty(created)
+            raise
+        try:
+            name = "model.onnx" if self.format == "onnx" else "saved_model"
+            new = {
+                self.artifact: os.path.join(staging, name),
+                self.keras_file: os.path.join(staging, "model.keras"),
+            }
+            write(new[self.artifact], new[self.keras_file])
+            _move_into_place(new, staging)
+        except _Stranded:
+            raise  # the staging directory holds the previous export
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            _remove_empty(created)
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class _Stranded(OSError):
+    """A failed export whose previous artifacts could not be put back."""
+
+
+def _move_into_place(new, staging):
+    """Renames each `new[target]` to `target`, moving what is there into
+    `staging` first; all or nothing."""
+    moved = []  # (from, to), undone in reverse order on failure
+    try:
+        for i, (target, source) in enumerate(new.items()):
+            if os.path.lexists(target):
+                old = os.path.join(staging, f"old-{i}")
+                os.rename(target, old)
+                moved.append((target, old))
+            os.rename(source, target)
+            moved.append((source, target))
+    except BaseException as error:
+        stranded = []
+        for source, target in reversed(moved):
+            try:
+                os.rename(target, source)
+            except OSError:
+                stranded.append(source)
+        if stranded:
+            raise _Stranded(
+                f"`export` failed ({error}) and could not move back "
+                f"{stranded}: the previous artifacts are in {staging!r}."
+            ) from error
+        raise
+
+
+def _make_parents(directory):
+    """Creates `directory` and its missing parents; returns those created,
+    deepest first."""
+    missing = []
+    while not os.path.lexists(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    created = []
+    try:
+        for path in reversed(missing):
+            os.mkdir(path)
+            created.insert(0, path)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    return created
+
+
+def _remove_empty(directories):
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
 
 
 def keras_path(path):

@@ -1,6 +1,7 @@
 """Argument checks shared by the keras_wc layers and functions."""
 
 import math
+import os
 
 import numpy as np
 
@@ -55,3 +56,32 @@ def learnable_mode(value, owner=None):
         f"{prefix}`learnable` must be False/'none', True/'fine' or 'coarse'. "
         f"Received: learnable={value!r}"
     )
+
+
+def path_argument(name, value):
+    """`value` as a non-empty str path, or raises naming the argument."""
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"`{name}` must be a str or path-like. Received: {name}={value!r}"
+        )
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path:
+        raise ValueError(
+            f"`{name}` must be a non-empty path. Received: {name}={value!r}"
+        )
+    return path
+
+
+def nearest_directory(name, path, value):
+    """The nearest existing ancestor of `path` (or `path` itself), where a
+    directory `path` would be created; `NotADirectoryError` naming the
+    argument `name` (received as `value`) if that is a file."""
+    ancestor = os.path.abspath(path)
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise NotADirectoryError(
+            f"`{name}` needs a directory at {ancestor!r}, which is a file. "
+            f"Received: {name}={value!r}"
+        )
+    return ancestor

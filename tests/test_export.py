@@ -248,3 +248,118 @@ def test_applications_export_serves_the_same_outputs(tmp_path):
             architectures.max_relative_difference(expected, [actual.numpy()])
             < 1e-5
         )
+
+
+def _listing(root):
+    """Every entry under `root` with its contents and modification time."""
+    entries = {}
+    for path in sorted(root.rglob("*")):
+        key = os.fspath(path.relative_to(root))
+        stat = path.stat()
+        content = None if path.is_dir() else path.read_bytes()
+        entries[key] = (content, stat.st_mtime_ns)
+    return entries
+
+
+def _plain(units=2, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [keras.Input((3,), name="x"), keras.layers.Dense(units, name="out")]
+    )
+
+
+def _served_units(path):
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    return int(serve(x=tf.zeros((1, 3)))["out"].shape[-1])
+
+
+def test_an_existing_export_is_replaced_only_with_overwrite(tmp_path):
+    path = tmp_path / "serving" / "1"
+    export_lib.export(_plain(units=2), path)
+    before = _listing(tmp_path)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_lib.export(_plain(units=4), path)
+    assert _listing(tmp_path) == before
+    export_lib.export(_plain(units=4), path, overwrite=True)
+    assert _served_units(path) == 4
+    reloaded = keras.saving.load_model(tmp_path / "serving" / "1.keras")
+    assert reloaded.output_shape == (None, 4)
+    # Nothing is left beside it: no staging directory, no old artifacts.
+    assert sorted(os.listdir(tmp_path / "serving")) == ["1", "1.keras"]
+
+
+def test_an_empty_directory_is_a_free_target(tmp_path):
+    (tmp_path / "1").mkdir()
+    export_lib.export(_plain(), tmp_path / "1")
+    assert _served_units(tmp_path / "1") == 2
+    assert sorted(os.listdir(tmp_path)) == ["1", "1.keras"]
+
+
+def _fail_on_save(monkeypatch):
+    def fail(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(keras.Model, "save", fail)
+
+
+def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    """The SavedModel is written first: a failure writing the .keras file
+    used to leave it behind, half an export."""
+    _fail_on_save(monkeypatch)
+    with pytest.raises(OSError, match="disk full"):
+        export_lib.export(_plain(), tmp_path / "new" / "parents" / "1")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_overwrite_keeps_the_old_export(tmp_path, monkeypatch):
+    path = tmp_path / "1"
+    export_lib.export(_plain(units=2), path)
+    before = _listing(tmp_path)
+    _fail_on_save(monkeypatch)
+    with pytest.raises(OSError, match="disk full"):
+        export_lib.export(_plain(units=4), path, overwrite=True)
+    assert _listing(tmp_path) == before
+    assert _served_units(path) == 2
+
+
+def test_a_failed_rename_is_rolled_back(tmp_path, monkeypatch):
+    """The second artifact fails to move into place after the first one
+    did: the first is moved back and the old export restored."""
+    path = tmp_path / "1"
+    export_lib.export(_plain(units=2), path)
+    before = _listing(tmp_path)
+    real = os.rename
+
+    def rename(source, target):
+        if source.endswith("model.keras"):  # the new .keras file
+            raise OSError("rename failed")
+        real(source, target)
+
+    monkeypatch.setattr(export_lib.os, "rename", rename)
+    with pytest.raises(OSError, match="rename failed"):
+        export_lib.export(_plain(units=4), path, overwrite=True)
+    assert _listing(tmp_path) == before
+    assert _served_units(path) == 2
+
+
+def test_a_failed_roll_back_keeps_the_old_export_and_says_where(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "1"
+    export_lib.export(_plain(units=2), path)
+    old = (path / "saved_model.pb").read_bytes()
+    real = os.rename
+
+    def rename(source, target):
+        if source.endswith("model.keras") or source.endswith("old-0"):
+            raise OSError("rename failed")
+        real(source, target)
+
+    monkeypatch.setattr(export_lib.os, "rename", rename)
+    with pytest.raises(OSError, match="previous artifacts are in") as raised:
+        export_lib.export(_plain(units=4), path, overwrite=True)
+    (staging,) = [p for p in tmp_path.iterdir() if "export-" in p.name]
+    assert os.fspath(staging) in str(raised.value)
+    assert (staging / "old-0" / "saved_model.pb").read_bytes() == old
