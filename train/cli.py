@@ -59,7 +59,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _default(name):
-    value = getattr(Config(), name)
+    """` (default: ...)` of a field: `Config`'s, or the method's default of
+    `config.METHOD_OPTIONS` for the method-specific ones."""
+    if name in config_lib.METHOD_OPTIONS:
+        value = config_lib.METHOD_OPTIONS[name][0]
+    else:
+        value = getattr(Config(), name)
     return f" (default: {value})"
 
 
@@ -117,15 +122,15 @@ def build_parser():
         "wn+mobn" + _default("method"),
     )
     group.add_argument(
-        "--a", type=float, help="WC: a in a*f(v/b) (default: 1.0)"
+        "--a", type=float, help="WC: a in a*f(v/b)" + _default("a")
     )
     group.add_argument(
-        "--b", type=float, help="WC: b in a*f(v/b) (default: 1.0)"
+        "--b", type=float, help="WC: b in a*f(v/b)" + _default("b")
     )
     group.add_argument(
         "--compander",
         choices=config_lib.COMPANDERS,
-        help="WC: arctan, arsinh or erf (default: arctan)",
+        help="WC: the function f" + _default("compander"),
     )
     group.add_argument(
         "--learnable",
@@ -134,17 +139,18 @@ def build_parser():
         + _default("learnable"),
     )
     group.add_argument(
-        "--alpha", type=float, help="PP: exponent alpha (default: 2.0)"
+        "--alpha", type=float, help="PP: exponent alpha" + _default("alpha")
     )
     group.add_argument(
         "--init-scale",
         type=float,
-        help="WN: scale of the data-dependent init (default: 1.0)",
+        help="WN: scale of the data-dependent init" + _default("init_scale"),
     )
     group.add_argument(
         "--init-examples",
         type=int,
-        help="WN: training images of the data-dependent init (default: 500)",
+        help="WN: training images of the data-dependent init"
+        + _default("init_examples"),
     )
 
     group = parser.add_argument_group("optimization")
@@ -281,7 +287,7 @@ def build_parser():
     )
     group.add_argument(
         "--verbose",
-        choices=("auto", "0", "1", "2"),
+        choices=config_lib.VERBOSITY,
         help="auto (progress bar on a terminal, else a line per epoch), 0, "
         "1 or 2" + _default("verbose"),
     )

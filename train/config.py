@@ -21,6 +21,7 @@ LEARNABLE = ("none", "fine", "coarse")
 STRATEGIES = ("default", "mirrored", "multiworker")
 WEIGHT_DECAY_SCOPES = ("all", "kernels")
 PREPROCESSING = ("standard", "zca")
+VERBOSITY = ("auto", "0", "1", "2")
 # Datasets whose files are never found without `--data-dir`.
 NEEDS_DATA_DIR = ("imagenet2012", "tiny_imagenet")
 # Method-specific options, their defaults and the methods they belong to.
@@ -125,7 +126,7 @@ class Config:
             "weight-decay-scope", self.weight_decay_scope, WEIGHT_DECAY_SCOPES
         )
         _check_choice("preprocess", self.preprocess, PREPROCESSING)
-        _check_choice("verbose", self.verbose, ("auto", "0", "1", "2"))
+        _check_choice("verbose", self.verbose, VERBOSITY)
         _check_number("lr", self.lr, minimum=0, strict=True)
         _check_number("momentum", self.momentum, minimum=0)
         _check_number("gamma", self.gamma, minimum=0, strict=True)
@@ -191,6 +192,10 @@ class Config:
         return dataclasses.replace(
             self, milestones=milestones, **resolved
         )
+
+    def output_dir(self):
+        """`out`, else `runs/<run_name()>`."""
+        return self.out or os.path.join("runs", self.run_name())
 
     def run_name(self):
         """A directory name for the run: the preset, else model-data-method."""

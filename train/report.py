@@ -18,6 +18,8 @@ import json
 import os
 import sys
 
+from train import results as results_lib
+
 _DATASETS = {
     "cifar10": "CIFAR-10",
     "cifar100": "CIFAR-100",
@@ -26,28 +28,6 @@ _DATASETS = {
     "fashion_mnist": "Fashion-MNIST",
     "digits": "digits",
 }
-_METHODS = {
-    "none": "",
-    "wc": " + WC",
-    "pp": " + PP",
-    "wn": " + WN",
-    "bn": " + BN",
-    "mobn": " + MOBN",
-    "wn+mobn": " + WN + MOBN",
-}
-
-
-def default_label(config):
-    """The row name of a run without a preset, e.g. `"resnet18 + WC"`."""
-    label = config.model + _METHODS[config.method]
-    if config.method == "wc":
-        if config.compander != "arctan":
-            label += f" ({config.compander})"
-        if config.learnable != "none":
-            label += f" (learnable, {config.learnable})"
-    return label
-
-
 def find_results(paths):
     """The `results.json` files under `paths`, in the order given.
 
@@ -61,14 +41,14 @@ def find_results(paths):
             continue
         if not os.path.isdir(path):
             raise FileNotFoundError(f"no such file or directory: {path}")
-        direct = os.path.join(path, "results.json")
+        direct = os.path.join(path, results_lib.FILE)
         if os.path.isfile(direct):
             found.append(direct)
             continue
         nested = sorted(
-            os.path.join(root, "results.json")
+            os.path.join(root, results_lib.FILE)
             for root, _, files in os.walk(path)
-            if "results.json" in files and "/.workers" not in root
+            if results_lib.FILE in files and "/.workers" not in root
         )
         if not nested:
             raise FileNotFoundError(f"no results.json under {path}")

@@ -17,7 +17,7 @@ whose optimizer step counter is restored, continues on the same schedule.
 import keras
 from keras import ops
 
-SCHEDULES = ("step", "wn-linear", "constant")
+from train.config import SCHEDULES
 
 
 def _check_positive_int(name, value):

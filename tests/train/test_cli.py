@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from train import cli, presets
+from train import config as config_lib
 from train.config import Config, ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -77,6 +78,17 @@ def test_saved_config_json_is_a_valid_config_file(tmp_path):
     path.write_text(json.dumps(config.to_dict()))
     again = cli.make_config(_given(["--config", str(path)]))
     assert again == config
+
+
+def test_help_defaults_come_from_config_and_method_options(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    group = text.split("reparameterization:")[1].split("optimization:")[0]
+    for name, (default, _) in config_lib.METHOD_OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        help_ = group.split(flag + " ", 1)[1].split(" --", 1)[0].strip()
+        assert help_.endswith(f"(default: {default})"), help_
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import models
 from keras_wc.layers.compander import CompanderMixin
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
 from keras_wc.layers.weight_norm import WeightNormMixin
-from train import cli, presets, run, schedules
+from train import assembly, cli, presets, schedules
 from train.data import DataBundle
 
 NAMES = presets.names()
@@ -195,7 +195,7 @@ def test_every_preset_wiring_one_step(name):
     config = cli.make_config(given).replace(run_eagerly=True)
     bundle = _bundle(_CLASSES[config.dataset])
     keras.utils.set_random_seed(0)
-    model = run.build_model(config, bundle, build=_stand_in)
+    model = assembly.build_model(config, bundle, build=_stand_in)
     layers = _kernel_layers(model)
 
     # Reparameterization as the preset says.
@@ -235,7 +235,7 @@ def test_every_preset_wiring_one_step(name):
 
     # Optimizer and schedule.
     steps = 4
-    optimizer = run.make_optimizer(config, steps)
+    optimizer = assembly.make_optimizer(config, steps)
     expected = {"sgd": "SGD", "adam": "Adam", "modified-adam": "ModifiedAdam"}
     assert type(optimizer).__name__ == expected[config.optimizer]
     lr = optimizer._learning_rate
@@ -252,7 +252,7 @@ def test_every_preset_wiring_one_step(name):
             config.lr / 2
         )
 
-    run.compile_model(model, config, optimizer)
+    assembly.compile_model(model, config, optimizer)
     x, y = next(iter(bundle.train))
     before = [np.array(layer.kernel) for layer in layers]
     logs = model.train_on_batch(x, y, return_dict=True)
@@ -293,8 +293,8 @@ def test_preset_on_its_real_network_one_step(name):
         init_source=tf.data.Dataset.from_tensor_slices(x),
     )
     keras.utils.set_random_seed(0)
-    model = run.build_model(config, bundle)
+    model = assembly.build_model(config, bundle)
     assert model.name == config.model
-    run.compile_model(model, config, run.make_optimizer(config, 2))
+    assembly.compile_model(model, config, assembly.make_optimizer(config, 2))
     logs = model.train_on_batch(x[:2], y[:2], return_dict=True)
     assert np.isfinite(logs["loss"])

@@ -7,6 +7,7 @@ import pytest
 
 from train import report, run
 from train.config import Config
+from train.results import default_label
 
 
 def _results(tmp_path, name, accs, preset=None, label="ResNet18 + WC",
@@ -85,15 +86,15 @@ def test_report_of_a_tiny_real_run(tmp_path, capsys):
 
 def test_default_label():
     config = Config(method="wc", compander="erf", learnable="fine").resolve()
-    assert report.default_label(config) == (
+    assert default_label(config) == (
         "small_cnn + WC (erf) (learnable, fine)"
     )
-    assert report.default_label(Config(model="mlp").resolve()) == "mlp"
+    assert default_label(Config(model="mlp").resolve()) == "mlp"
 
 
 @pytest.mark.parametrize("method, suffix", [("wn+mobn", " + WN + MOBN"),
                                             ("bn", " + BN")])
 def test_labels_of_norm_methods(method, suffix):
-    assert report.default_label(Config(method=method).resolve()) == (
+    assert default_label(Config(method=method).resolve()) == (
         "small_cnn" + suffix
     )

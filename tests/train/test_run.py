@@ -15,8 +15,9 @@ import pytest
 
 import keras_wc
 import models
-from train import run, schedules
+from train import assembly, devices, run, schedules
 from train.config import Config, ConfigError
+from train.results import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -102,7 +103,7 @@ def _plain():
 
 def test_weight_decay_on_kernels_biases_and_bn_like_pytorch():
     model = _plain()
-    decayed = run.with_weight_decay(model, 5e-4)
+    decayed = assembly.with_weight_decay(model, 5e-4)
     for old, new in zip(model.weights, decayed.weights, strict=True):
         np.testing.assert_array_equal(old, new)
     regularized = {
@@ -115,16 +116,16 @@ def test_weight_decay_on_kernels_biases_and_bn_like_pytorch():
     assert regularized[("block1_conv", "kernel_regularizer")] == 2.5e-4
     assert regularized[("predictions", "bias_regularizer")] == 2.5e-4
     assert regularized[("block1_bn", "gamma_regularizer")] == 2.5e-4
-    kernels = run.with_weight_decay(model, 5e-4, scope="kernels")
+    kernels = assembly.with_weight_decay(model, 5e-4, scope="kernels")
     assert kernels.get_layer("predictions").bias_regularizer is None
     assert kernels.get_layer("block1_bn").gamma_regularizer is None
-    assert run.with_weight_decay(model, 0.0) is model
+    assert assembly.with_weight_decay(model, 0.0) is model
 
 
 def test_weight_decay_loss_equals_pytorch_penalty_on_effective_weights():
     config = _tiny(Path("/unused"), weight_decay_scope="kernels")
-    model = run.with_weight_decay(_plain(), 1e-4, scope="kernels")
-    wc = run.apply_method(model, config, bundle=None)
+    model = assembly.with_weight_decay(_plain(), 1e-4, scope="kernels")
+    wc = assembly.apply_method(model, config, bundle=None)
     x = np.zeros((1, 8, 8, 1), "float32")
     wc(x)  # fixed WC adds its penalty on the forward pass's Ψ(v)
     # PyTorch's weight decay wd is the loss (wd/2)·Σ‖w‖², w = Ψ(v) (Eq. 5).
@@ -135,7 +136,7 @@ def test_weight_decay_loss_equals_pytorch_penalty_on_effective_weights():
     )
     assert float(sum(wc.losses)) == pytest.approx(expected, rel=1e-5)
 
-    learnable = run.apply_method(
+    learnable = assembly.apply_method(
         model, config.replace(learnable="fine", a=0.6, b=1.0), bundle=None
     )
     learnable(x)
@@ -257,7 +258,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
         os.remove(cut / "seed-1" / name) if name != "tensorboard" else None
     results = json.loads(json.dumps(resumed))
     results["seeds"] = results["seeds"][:1]
-    run.write_json(cut / "results.json", results)
+    write_json(cut / "results.json", results)
     with pytest.raises(_Interrupt):
         run.run(config, callbacks=[_StopAfter(0)], **quiet)
     messages = []
@@ -288,9 +289,46 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
 
 def test_mirrored_on_two_logical_cpus(tmp_path):
     config = _tiny(tmp_path, strategy="mirrored", epochs=1, limit_train=64)
-    assert run.make_strategy(config).num_replicas_in_sync == 2
+    assert devices.make_strategy(config).num_replicas_in_sync == 2
     results = run.run(config, log=lambda m: None)
     assert results["complete"] and results["seeds"][0]["test_acc"] > 0
+
+
+_PATCH_CHECK = """
+import keras, numpy as np, tensorflow as tf
+from keras.src.backend.tensorflow import trainer
+from train import multiworker
+
+strategy = tf.distribute.MultiWorkerMirroredStrategy()  # one local worker
+with strategy.scope():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+x = np.ones((8, 2), "float32")
+data = tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(4)
+original = trainer.reduce_per_replica
+with multiworker.patched(model, tf.distribute.get_strategy(), data):
+    assert trainer.reduce_per_replica is original
+    assert "_maybe_symbolic_build" not in vars(model)
+with multiworker.patched(model, strategy, data):
+    assert trainer.reduce_per_replica is not original
+    assert "_maybe_symbolic_build" in vars(model)
+    model.fit(data, epochs=1, verbose=0)
+    model.evaluate(data, verbose=0)
+assert trainer.reduce_per_replica is original
+assert "_maybe_symbolic_build" not in vars(model)
+print("restored")
+"""
+
+
+def test_multiworker_workaround_applies_only_inside_and_is_restored():
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    result = subprocess.run(
+        [sys.executable, "-c", _PATCH_CHECK], cwd=ROOT, capture_output=True,
+        text=True, timeout=300,
+        env={**environment, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["restored"]
 
 
 def _free_ports(count):

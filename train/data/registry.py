@@ -3,6 +3,7 @@
 import numbers
 import os
 
+from train.config import PREPROCESSING
 from train.data import cifar, digits, fashion_mnist, imagenet, tiny_imagenet
 
 _LOADERS = {
@@ -15,7 +16,6 @@ _LOADERS = {
 }
 _ZCA = ("cifar10", "cifar100")
 _RESIZABLE = ("imagenet2012", "tiny_imagenet")
-PREPROCESSING = ("standard", "zca")
 
 
 def available():

@@ -1,0 +1,239 @@
+"""What one seed trains: its data, model and optimizer, from a `Config`.
+
+`assemble(config, seed, ...)` loads the data and builds, reparameterizes and
+compiles the model; it writes nothing, so that bad data or model settings
+fail before a run has any output. Its steps are functions of their own
+(`load_data`, `build_model`, `with_weight_decay`, `apply_method`,
+`make_optimizer`, `compile_model`), so that a test or a notebook can run
+them one at a time.
+"""
+
+import contextlib
+import math
+import typing
+
+import keras
+
+import keras_wc
+import models
+from keras_wc import conversion, initialization
+from keras_wc import optimizers as wc_optimizers
+from train import data as data_lib
+from train import schedules
+from train.config import ConfigError
+from train.data import DataBundle
+
+# The normalization of `models.build` that a `--method` selects.
+_NORMS = {"bn": "bn", "mobn": "mobn", "wn+mobn": "mobn"}
+_KERNEL_REGULARIZERS = (
+    "kernel_regularizer",
+    "depthwise_regularizer",
+    "pointwise_regularizer",
+)
+_OTHER_REGULARIZERS = (
+    "bias_regularizer",
+    "gamma_regularizer",
+    "beta_regularizer",
+)
+
+
+class Assembled(typing.NamedTuple):
+    """The data of a seed, its compiled model and the steps of an epoch."""
+
+    bundle: DataBundle
+    model: keras.Model
+    steps_per_epoch: int
+
+
+def assemble(config, seed, *, strategy, build=models.build):
+    """The data and the compiled model of `seed`, in `strategy`'s scope.
+
+    Sets the global random seed to `seed` first, so that the model's initial
+    weights depend on the seed only. Writes no file.
+
+    Raises:
+        ConfigError: bad data or model settings, e.g. no prepared data in
+            `--data-dir` or `a` too small for the initial weights.
+    """
+    keras.utils.set_random_seed(seed)
+    with _as_config_error():
+        bundle = load_data(config, seed)
+    steps = steps_per_epoch(config, bundle)
+    policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        with strategy.scope(), _as_config_error():
+            model = build_model(config, bundle, build=build)
+            compile_model(model, config, make_optimizer(config, steps))
+    finally:
+        keras.config.set_dtype_policy(policy)
+    return Assembled(bundle, model, steps)
+
+
+@contextlib.contextmanager
+def _as_config_error():
+    """Reports the argument errors of the data and model set-up (e.g. no
+    prepared data, `a` too small for the initial weights) as `ConfigError`.
+    A `TypeError` is left alone: the config's types are checked, so it is a
+    bug, not a bad setting.
+    """
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(str(error)) from error
+
+
+def load_data(config, seed):
+    """The `train.data.DataBundle` of `config` for `seed`."""
+    return data_lib.load(
+        config.dataset,
+        batch_size=config.batch_size,
+        data_dir=config.data_dir,
+        val_split=config.val_split,
+        limit_train=config.limit_train,
+        seed=seed,
+        augment=config.augment,
+        preprocess=config.preprocess,
+    )
+
+
+def steps_per_epoch(config, bundle):
+    """`--steps-per-epoch`, else one pass over the training examples."""
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    return max(1, math.ceil(bundle.num_train / config.batch_size))
+
+
+def build_model(config, bundle, *, build=models.build):
+    """The network of `config` for `bundle`, ready to compile.
+
+    `models.build` with the normalization `--method` selects, then weight
+    decay (`with_weight_decay`), then the reparameterization and its
+    initialization (`apply_method`).
+
+    Args:
+        config: a resolved `Config`.
+        bundle: the `DataBundle` (input shape, classes, WN init images).
+        build: the model builder, `models.build` (a test may pass a smaller
+            stand-in with the same signature).
+    """
+    options = {}
+    if config.method in _NORMS:
+        options["norm"] = _NORMS[config.method]
+    model = build(
+        config.model,
+        num_classes=bundle.num_classes,
+        input_shape=tuple(bundle.input_shape),
+        **options,
+    )
+    model = with_weight_decay(
+        model, config.weight_decay, config.weight_decay_scope
+    )
+    return apply_method(model, config, bundle)
+
+
+def with_weight_decay(model, weight_decay, scope="all"):
+    """A copy of `model` (same weights) with PyTorch-style weight decay.
+
+    `weight_decay` is PyTorch's (the papers' 1e-4, 5e-4), turned into the
+    equal Keras penalty by `keras_wc.l2_from_pytorch` (`L2(wd/2)`) and set as
+    the `kernel_regularizer` of every kernel layer (`depthwise_/pointwise_`
+    for separable ones). `keras_wc.convert` carries it into the
+    reparameterized layers, where it acts on `w = Ψ(v)` for fixed WC (WC
+    paper Eq. 5), on `v` for learnable WC (never on `a`, `b`; §III-B), on
+    `w = g·v/‖v‖` for WN.
+
+    `scope="all"` also decays biases and the normalization layers' `gamma`
+    and `beta`, as PyTorch's `SGD(model.parameters(), weight_decay=...)`
+    did in the papers' code; `"kernels"` decays the kernels only.
+
+    Args:
+        model: a Sequential or Functional model.
+        weight_decay: PyTorch's weight decay (>= 0); 0 returns `model`.
+        scope: `"all"` or `"kernels"`.
+    """
+    regularizer = keras_wc.l2_from_pytorch(weight_decay)
+    if regularizer is None:
+        return model
+    keys = _KERNEL_REGULARIZERS
+    if scope == "all":
+        keys += _OTHER_REGULARIZERS
+    serialized = keras.regularizers.serialize(regularizer)
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        config = layer.get_config()
+        for key in keys:
+            if key in config:
+                config[key] = serialized
+        return type(layer).from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def apply_method(model, config, bundle):
+    """Reparameterizes `model` as `config.method` says.
+
+    - `wc`: `keras_wc.convert(method="wc", a, b, compander, learnable)`,
+      with `learnable` False for `"none"`, else `"fine"` or `"coarse"`.
+    - `pp`: `keras_wc.convert(method="pp", alpha)`.
+    - `wn`, `wn+mobn`: `keras_wc.convert(method="wn", init_scale)`, then
+      `keras_wc.initialize` on `bundle.init_batch(init_examples)` (the WN
+      recipe's 500 training images).
+    - `none`, `bn`, `mobn`: the model as built.
+    """
+    if config.method == "wc":
+        return conversion.convert(
+            model,
+            "wc",
+            a=config.a,
+            b=config.b,
+            compander=config.compander,
+            learnable=False if config.learnable == "none" else config.learnable,
+        )
+    if config.method == "pp":
+        return conversion.convert(model, "pp", alpha=config.alpha)
+    if config.method in ("wn", "wn+mobn"):
+        model = conversion.convert(model, "wn", init_scale=config.init_scale)
+        count = min(config.init_examples, bundle.num_train)
+        initialization.initialize(model, bundle.init_batch(count))
+    return model
+
+
+def make_optimizer(config, steps):
+    """The optimizer of `config` with its learning-rate schedule.
+
+    SGD is Keras's (`v ← μv − η·g; w ← w + v`), which equals PyTorch's form
+    (`v ← μv + g; w ← w − η·v`) while η is constant.
+    """
+    learning_rate = schedules.get(
+        config.schedule,
+        config.lr,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        milestones=config.milestones,
+        gamma=config.gamma,
+    )
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=config.momentum)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    return wc_optimizers.ModifiedAdam(learning_rate)
+
+
+def compile_model(model, config, optimizer):
+    """Compiles with cross-entropy on logits and accuracy."""
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=config.jit,
+        run_eagerly=config.run_eagerly,
+    )
+    return model
