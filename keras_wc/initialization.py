@@ -54,13 +54,21 @@ def initialize(model, data, *, num_samples=None):
         The names of the layers initialized by this call, in call order.
 
     Raises:
-        ValueError: if `data` is empty, has fewer than 2 samples, or does
-            not match the model's input shape; if `num_samples < 1`.
-        TypeError: if `data` or `num_samples` has an unsupported type.
+        ValueError: if `data` is empty, has fewer than 2 samples, holds NaN
+            or infinite values, or does not match the model's inputs (their
+            number, names or shapes); if `num_samples < 1`; if the pass
+            gives a non-finite statistic, gain or bias (e.g. values so large
+            that the variance overflows float32), or non-finite outputs.
+        TypeError: if `data` or `num_samples` has an unsupported type, or
+            `data` is not numeric (strings, objects, complex numbers).
         RuntimeError: if called inside a `tf.function` or in a
             `tf.distribute` replica context.
 
-    If the pass fails, every variable it assigned is restored.
+    The init batch is checked before the pass, and the pass is atomic: if
+    it fails or gives a non-finite value, every variable it assigned
+    (gains, biases, `initialized` flags) is restored, so a bad batch never
+    marks a layer initialized and a later call with good data still
+    initializes it.
 
     Example:
 
@@ -107,9 +115,12 @@ def initialize(model, data, *, num_samples=None):
             "those of the global batch and every replica is assigned."
         )
     x = _init_batch(data, num_samples)
-    _check_input_shape(model, x)
+    _check_values(x)
+    _check_inputs(model, x)
     with init_pass() as state:
-        model(x, training=False)
+        outputs = model(x, training=False)
+        # Raising here makes `init_pass` restore every assigned variable.
+        _check_pass(model, state.layers, outputs, x)
     return [layer.name for layer in state.layers]
 
 
@@ -139,7 +150,13 @@ def _init_batch(data, num_samples):
             "`data` must hold a batch of samples (arrays with a batch "
             f"axis). Received: data={data!r:.200}"
         )
-    count = min(len(leaf) for leaf in leaves)
+    lengths = sorted({len(leaf) for leaf in leaves})
+    if len(lengths) > 1:
+        raise ValueError(
+            "The arrays of `data` must hold the same number of samples. "
+            f"Received: data with batch sizes {lengths}"
+        )
+    count = lengths[0]
     if num_samples is not None:
         count = min(count, num_samples)
     if count < 2:
@@ -169,21 +186,129 @@ def _collect(batches, num_samples):
     )
 
 
-def _check_input_shape(model, x):
-    """Compares a single-input batch with a built model's input shape."""
+def _describe(path, leaf):
+    where = f" at {path}" if path else ""
+    return f"data{where} (shape {leaf.shape}, dtype {leaf.dtype})"
+
+
+def _leaves_with_paths(x):
+    if isinstance(x, np.ndarray):
+        return [("", x)]
+    return [
+        ("".join(f"[{key!r}]" for key in path), leaf)
+        for path, leaf in keras.tree.flatten_with_path(x)
+    ]
+
+
+def _check_values(x):
+    """Every array of the init batch is real-valued and finite."""
+    for path, leaf in _leaves_with_paths(x):
+        if leaf.dtype.kind not in "biuf":
+            raise TypeError(
+                "`data` must hold real numbers (bool, int or float arrays). "
+                f"Received: {_describe(path, leaf)}"
+            )
+        if leaf.dtype.kind == "f" and not np.all(np.isfinite(leaf)):
+            nan = int(np.count_nonzero(np.isnan(leaf)))
+            inf = int(np.count_nonzero(np.isinf(leaf)))
+            raise ValueError(
+                "`data` must be finite: the init batch holds "
+                f"{nan} NaN and {inf} infinite value(s). Received: "
+                f"{_describe(path, leaf)}"
+            )
+
+
+def _model_inputs(model):
+    """(the structure of a built model's inputs, their flat list), or
+    (None, None) for an unbuilt or subclassed model."""
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
+        return None, None
+    if not inputs:
+        return None, None
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):  # a Sequential model not yet called
+        structure = None
+    return structure, list(inputs)
+
+
+def _check_inputs(model, x):
+    """Compares the init batch with a built model's inputs: their number,
+    their names (a dict) and their shapes."""
+    structure, inputs = _model_inputs(model)
+    if inputs is None:
         return
-    if not isinstance(x, np.ndarray) or not inputs or len(inputs) != 1:
-        return
-    expected = tuple(inputs[0].shape)
-    received = x.shape
-    if len(received) != len(expected) or any(
-        e is not None and e != r
-        for e, r in zip(expected[1:], received[1:], strict=True)
-    ):
-        raise ValueError(
-            f"The init batch does not match the input shape {expected} of "
-            f"model '{model.name}'. Received: x with shape {received}"
-        )
+    if isinstance(x, dict):
+        if isinstance(structure, dict):
+            by_name = dict(structure)
+        else:
+            by_name = {tensor.name: tensor for tensor in inputs}
+        if sorted(x) != sorted(by_name):
+            raise ValueError(
+                f"`data` must have the input names {sorted(by_name)} of "
+                f"model '{model.name}'. Received: data with keys {sorted(x)}"
+            )
+        pairs = [(f"[{key!r}]", x[key], by_name[key]) for key in sorted(x)]
+    else:
+        received = _leaves_with_paths(x)
+        if len(received) != len(inputs):
+            raise ValueError(
+                f"`data` must hold {len(inputs)} input array(s) for model "
+                f"'{model.name}'. Received: {len(received)} array(s)"
+            )
+        pairs = [
+            (path, leaf, tensor)
+            for (path, leaf), tensor in zip(received, inputs, strict=True)
+        ]
+    for path, leaf, tensor in pairs:
+        expected = tuple(tensor.shape)
+        if leaf.ndim != len(expected) or any(
+            e is not None and e != r
+            for e, r in zip(expected[1:], leaf.shape[1:], strict=True)
+        ):
+            raise ValueError(
+                f"The init batch does not match the input shape {expected} "
+                f"of model '{model.name}'. Received: "
+                f"{_describe(path, leaf)}"
+            )
+
+
+def _non_finite(value):
+    value = np.asarray(keras.ops.convert_to_numpy(value))
+    return value.dtype.kind == "f" and not np.all(np.isfinite(value))
+
+
+def _check_pass(model, layers, outputs, x):
+    """Raises if the pass gave a layer a non-finite statistic, gain or bias,
+    or the model non-finite outputs."""
+    largest = max(
+        float(np.max(np.abs(leaf), initial=0)) for leaf in keras.tree.flatten(x)
+    )
+    received = f"Received: data with max |value| {largest:.3g}"
+    for layer in layers:
+        gains = layer.raw_gains
+        name = "pointwise_kernel" if "pointwise_kernel" in gains else "kernel"
+        # g = init_scale/√(var(t) + ε) is 0 (log g = -inf) exactly when
+        # var(t) overflowed float32.
+        gain = np.asarray(keras.ops.convert_to_numpy(layer.gain(name)))
+        bias = layer.bias
+        if (
+            _non_finite(gain)
+            or np.any(gain == 0)
+            or (bias is not None and _non_finite(bias))
+        ):
+            raise ValueError(
+                "`data` gives a non-finite pre-activation mean or variance "
+                f"in layer '{layer.name}' (values too large for float32?), "
+                "so nothing was initialized: scale the inputs, or check the "
+                f"layers before '{layer.name}'. {received}"
+            )
+    for output in keras.tree.flatten(outputs):
+        if _non_finite(output):
+            raise ValueError(
+                "`data` gives non-finite outputs of model "
+                f"'{model.name}', so nothing was initialized: check the "
+                f"data and the layers. {received}"
+            )

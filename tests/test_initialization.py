@@ -562,3 +562,86 @@ def test_bad_model_and_graph_mode():
 
     with pytest.raises(RuntimeError, match="eagerly"):
         traced()
+
+
+
+def _weights(model):
+    return [np.array(w) for w in model.weights]
+
+
+def _with_one(x, value):
+    x = x.copy()
+    x[3, 5] = value
+    return x
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda x: _with_one(x, np.nan), "1 NaN"),
+        (lambda x: _with_one(x, np.inf), "1 infinite"),
+        (lambda x: x * 1e30, "non-finite pre-activation mean or variance"),
+    ],
+    ids=["nan", "inf", "float32-overflow"],
+)
+def test_a_bad_batch_never_poisons_the_model(bad, match):
+    """A NaN batch used to write NaN into g and b and set `initialized`, so
+    that a later call with good data did nothing."""
+    model, probe = _dense_model(mobn=False, init_scale=1.0)
+    x = _data((64, 10))
+    before = _weights(model)
+    with pytest.raises(ValueError, match=match):
+        initialize(model, bad(x))
+    assert not any(layer.is_initialized() for layer in _wn_layers(model))
+    for old, new in zip(before, model.weights, strict=True):
+        np.testing.assert_array_equal(old, np.asarray(new))
+    names = initialize(model, x)
+    assert names == [layer.name for layer in _wn_layers(model)]
+    for t in probe(x):
+        mean, std = _channel_stats(t, (1,))
+        np.testing.assert_allclose(mean, 0.0, atol=ATOL)
+        np.testing.assert_allclose(std, 1.0, atol=ATOL)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_a_pass_that_turns_non_finite_inside_is_undone(use_bias):
+    """Finite data, but a layer between two WN layers overflows: the second
+    layer's statistics (or, without its bias, the model's output) are not
+    finite, and the first layer, already initialized, is restored too."""
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            wn.WNDense(8, name="first"),
+            keras.layers.Lambda(lambda t: t * 1e38, name="overflow"),
+            wn.WNDense(4, use_bias=use_bias, name="second"),
+        ]
+    )
+    before = _weights(model)
+    with pytest.raises(ValueError, match="non-finite") as raised:
+        initialize(model, _data((32, 10)))
+    assert "Received: data with max |value|" in str(raised.value)
+    assert not any(layer.is_initialized() for layer in _wn_layers(model))
+    for old, new in zip(before, model.weights, strict=True):
+        np.testing.assert_array_equal(old, np.asarray(new))
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (lambda x: {"a": x[:, :3], "c": x[:, 3:]}, r"input names \['a', 'b'"),
+        (lambda x: [x[:, :3], x[:5, 3:]], r"batch sizes \[5, 16\]"),
+        (lambda x: [x[:, :3]], r"must hold 2 input array"),
+        (lambda x: [x[:, :3], x[:, 3:5]], r"input shape \(None, 7\)"),
+    ],
+    ids=["dict-keys", "batch-sizes", "count", "shape-of-the-second"],
+)
+def test_multi_input_batches_are_checked_before_the_pass(data, match):
+    a = keras.Input((3,), name="a")
+    b = keras.Input((7,), name="b")
+    merged = keras.layers.Concatenate()([wn.WNDense(2)(a), b])
+    model = keras.Model([a, b], wn.WNDense(2)(merged))
+    x = {"a": _data((16, 10))[:, :3], "b": _data((16, 10))[:, 3:]}
+    with pytest.raises(ValueError, match=match):
+        initialize(model, data(_data((16, 10))))
+    assert not any(layer.is_initialized() for layer in _wn_layers(model))
+    assert len(initialize(model, x)) == 2
