@@ -9,11 +9,13 @@ the paper's Fig. 3/4: one line per percentile over the epochs.
 
 import json
 import os
+import uuid
 
 import keras
 import numpy as np
 
 from keras_wc.layers.reparameterized import KERNEL_NAMES, ReparameterizedLayer
+from keras_wc.validation import nearest_directory, path_argument
 
 # The paper's Fig. 3/4 lines, top to bottom: max, 93%, ..., 7%, min.
 PAPER_PERCENTILES = (100, 93, 84, 69, 50, 31, 16, 7, 0)
@@ -74,7 +76,9 @@ class WeightDistribution(keras.callbacks.Callback):
         percentiles: the percentiles (0–100) recorded, by default the
             paper's max, 93, 84, 69, 50, 31, 16, 7, min.
         log_dir: if given, also write every value as a TensorBoard scalar
-            (`weights/<layer>/<kernel>/p<q>`, `scales/<layer>/a`) there.
+            (`weights/<layer>/<kernel>/p<q>`, `scales/<layer>/a`) there: a
+            directory, created if missing (a file there, or above it,
+            raises `NotADirectoryError` here rather than during `fit`).
 
     Attributes:
         epochs: the epochs recorded, e.g. `[0, 1, 2]`.
@@ -108,17 +112,14 @@ class WeightDistribution(keras.callbacks.Callback):
                 "`layers` must be None, a list of layer names or a "
                 f"predicate. Received: layers={layers!r}"
             )
-        percentiles = tuple(percentiles)
-        if not percentiles or any(
-            isinstance(q, bool)
-            or not isinstance(q, (int, float))
-            or not 0 <= q <= 100
-            for q in percentiles
-        ):
+        if isinstance(layers, (list, tuple)) and not layers:
             raise ValueError(
-                "`percentiles` must be a non-empty sequence of numbers in "
-                f"[0, 100]. Received: percentiles={percentiles!r}"
+                "`layers` must name at least one layer (None records every "
+                f"kernel layer). Received: layers={layers!r}"
             )
+        percentiles = _percentile_levels(percentiles)
+        if log_dir is not None:
+            log_dir = _checked_path("log_dir", log_dir, directory=True)
         self.layers = layers
         self.percentile_levels = percentiles
         self.log_dir = log_dir
@@ -234,16 +235,27 @@ class WeightDistribution(keras.callbacks.Callback):
         }
 
     def save(self, path):
-        """Writes the records to the JSON file `path`."""
-        temporary = f"{path}.tmp"
-        with open(temporary, "w") as file:
-            json.dump(self.to_dict(), file)
-        os.replace(temporary, path)
+        """Writes the records to the JSON file `path` (atomically: a
+        temporary file beside it, then renamed)."""
+        path = _checked_path("path", path)
+        text = json.dumps(self.to_dict())
+        _write_atomically(path, lambda file: file.write(text.encode()))
 
     def load(self, path):
-        """Reads records written by `save` (to continue a resumed run)."""
-        with open(path) as file:
-            content = json.load(file)
+        """Reads records written by `save` (to continue a resumed run).
+
+        The file is checked entirely before the recorder changes.
+        """
+        path = _checked_path("path", path, exists=True)
+        try:
+            with open(path) as file:
+                content = json.load(file)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(
+                f"`path` must be a JSON file written by "
+                f"`WeightDistribution.save` ({error}). Received: path={path!r}"
+            ) from error
+        _check_records(content, path)
         if tuple(content["percentile_levels"]) != self.percentile_levels:
             raise ValueError(
                 f"{path} holds percentiles {content['percentile_levels']}, "
@@ -257,10 +269,13 @@ class WeightDistribution(keras.callbacks.Callback):
         """Plots one layer's percentiles over epochs (paper Fig. 3/4).
 
         Args:
-            path: the PNG file to write.
+            path: the image file to write (atomically), in the format its
+                extension names (`.png` when it has none; `.svg`, `.pdf`,
+                ... as matplotlib supports).
             layer: a series key from `layer_names`; default the first (the
                 first convolution, as in the paper's figures).
         """
+        path, image_format = _image_path(path)
         if not self.layer_names:
             raise ValueError("Nothing recorded yet: train with the callback.")
         layer = self.layer_names[0] if layer is None else layer
@@ -287,11 +302,11 @@ class WeightDistribution(keras.callbacks.Callback):
         axes.legend(
             fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5)
         )
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
+        _save_figure(figure, path, image_format)
 
     def plot_scales(self, path):
         """Plots every learnable layer's `a` and `b` over epochs (§IV-E)."""
+        path, image_format = _image_path(path)
         if not self.scales:
             raise ValueError(
                 "No learnable a, b recorded: the model has no learnable WC "
@@ -310,8 +325,122 @@ class WeightDistribution(keras.callbacks.Callback):
             axis_b.legend(
                 fontsize="x-small", loc="center left", bbox_to_anchor=(1, 0.5)
             )
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
+        _save_figure(figure, path, image_format)
+
+
+def _percentile_levels(percentiles):
+    """`percentiles` as a tuple of numbers in [0, 100], or raises."""
+    wanted = "a non-empty sequence of numbers in [0, 100]"
+    if isinstance(percentiles, (str, bytes)) or not hasattr(
+        percentiles, "__iter__"
+    ):
+        raise TypeError(
+            f"`percentiles` must be {wanted}. "
+            f"Received: percentiles={percentiles!r}"
+        )
+    levels = tuple(percentiles)
+    if not levels or any(
+        isinstance(q, (bool, np.bool_))
+        or not isinstance(q, (int, float, np.integer, np.floating))
+        or not 0 <= q <= 100
+        for q in levels
+    ):
+        raise ValueError(
+            f"`percentiles` must be {wanted}. "
+            f"Received: percentiles={percentiles!r}"
+        )
+    return tuple(q.item() if isinstance(q, np.generic) else q for q in levels)
+
+
+def _checked_path(name, path, directory=False, exists=False):
+    """`path` (argument `name`) as a str, or raises naming it.
+
+    A file to write (`directory=False`) must not be a directory, and its
+    directory must exist; a directory to create (`directory=True`) must not
+    be a file, nor lie below one. `exists=True`: a file to read.
+    """
+    path = path_argument(name, path)
+    if exists:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"`{name}` must be an existing file. Received: {name}={path!r}"
+            )
+        return path
+    if directory:
+        nearest_directory(name, path, path)
+        return path
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"`{name}` must be a file, not a directory. "
+            f"Received: {name}={path!r}"
+        )
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(
+            f"`{name}` must be in an existing directory: {parent!r} is "
+            f"missing or not a directory. Received: {name}={path!r}"
+        )
+    return path
+
+
+def _check_records(content, path):
+    """Raises unless `content` has the layout `to_dict` writes."""
+    layout = {
+        "percentile_levels": list,
+        "epochs": list,
+        "percentiles": dict,
+        "scales": dict,
+    }
+    bad = [
+        key
+        for key, kind in layout.items()
+        if not isinstance(content, dict)
+        or not isinstance(content.get(key), kind)
+    ]
+    if bad:
+        raise ValueError(
+            f"`path` must be a JSON file written by `WeightDistribution."
+            f"save`; {path!r} lacks or has malformed {bad}. "
+            f"Received: path={path!r}"
+        )
+
+
+def _write_atomically(path, write):
+    """Calls `write(file)` on a temporary file beside `path`, then renames
+    it to `path`; on failure nothing is left behind."""
+    directory, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+    try:
+        # "x": a new file with the usual permissions (mkstemp's are 0600).
+        with open(temporary, "xb") as file:
+            write(file)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def _image_path(path):
+    """(the checked `path`, its image format from the extension)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = _checked_path("path", path)
+    extension = os.path.splitext(path)[1][1:].lower() or "png"
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    if extension not in supported:
+        raise ValueError(
+            f"`path` must end in one of {sorted(supported)} (the image "
+            f"format). Received: path={path!r}"
+        )
+    return path, extension
+
+
+def _save_figure(figure, path, image_format):
+    figure.tight_layout()
+    _write_atomically(
+        path, lambda file: figure.savefig(file, format=image_format, dpi=120)
+    )
 
 
 def _figure(width, height, columns=1):

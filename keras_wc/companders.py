@@ -232,15 +232,27 @@ def get(identifier):
             )
         return _BY_NAME[identifier]()
     if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if callable(getattr(identifier, "forward", None)) and callable(
-        getattr(identifier, "inverse", None)
-    ):
+        try:
+            compander = keras.saving.deserialize_keras_object(identifier)
+        except (TypeError, ValueError) as error:
+            raise type(error)(
+                "`compander` must be a serialized compander config "
+                f"({error}). Received: compander={identifier!r}"
+            ) from error
+        if _is_compander(compander):
+            return compander
+    elif _is_compander(identifier):
         return identifier
     raise TypeError(
         "`compander` must be a name, a `keras_wc.companders.Compander` or an "
         "object with `forward(v, a, b)` and `inverse(w, a, b)` methods. "
         f"Received: compander={identifier!r}"
+    )
+
+
+def _is_compander(value):
+    return callable(getattr(value, "forward", None)) and callable(
+        getattr(value, "inverse", None)
     )
 
 

@@ -17,8 +17,67 @@ far in its tails, where it underflows) `g_w` is taken as 0: the step there
 is `Ψ'(v)·step = 0` either way, so the result is the same.
 """
 
+import functools
+import inspect
+import math
+
 import keras
+import numpy as np
 from keras import ops
+
+# Checks of the numeric arguments Keras leaves unchecked (it accepts a NaN
+# learning rate, beta_1=2 or epsilon=-1): name → (lowest, highest, whether
+# the highest is excluded, what the message says). `None` stays allowed
+# where the parent allows it; schedules, callables and variables are left
+# to Keras.
+_RANGES = {
+    "learning_rate": (0.0, math.inf, False, "a finite number >= 0"),
+    "weight_decay": (0.0, math.inf, False, "None or a finite number >= 0"),
+    "clipnorm": (0.0, math.inf, False, "None or a finite number > 0"),
+    "clipvalue": (0.0, math.inf, False, "None or a finite number > 0"),
+    "global_clipnorm": (0.0, math.inf, False, "None or a finite number > 0"),
+    "loss_scale_factor": (0.0, math.inf, False, "None or a finite number > 0"),
+    "ema_momentum": (0.0, 1.0, False, "in [0, 1]"),
+    "momentum": (0.0, 1.0, False, "in [0, 1]"),
+    "beta_1": (0.0, 1.0, True, "in [0, 1)"),
+    "beta_2": (0.0, 1.0, True, "in [0, 1)"),
+    "rho": (0.0, 1.0, True, "in [0, 1)"),
+    "epsilon": (0.0, math.inf, False, "a finite number >= 0"),
+}
+_POSITIVE = ("clipnorm", "clipvalue", "global_clipnorm", "loss_scale_factor")
+
+
+def _is_number(value):
+    return not isinstance(value, bool) and isinstance(
+        value, (int, float, np.integer, np.floating)
+    )
+
+
+def _check_arguments(optimizer_class, args, kwargs):
+    """Raises for a non-finite or out-of-range numeric argument of
+    `optimizer_class` (see `_RANGES`), naming it and its value."""
+    try:
+        bound = inspect.signature(optimizer_class.__init__).bind_partial(
+            None, *args, **kwargs
+        )
+    except TypeError:
+        return  # the parent's own error is clearer
+    owner = optimizer_class.__name__
+    for name, value in bound.arguments.items():
+        if name not in _RANGES or not _is_number(value):
+            continue
+        low, high, open_high, wanted = _RANGES[name]
+        number = float(value)
+        ok = math.isfinite(number) and low <= number <= high
+        if open_high and number == high:
+            ok = False
+        if name in _POSITIVE and number == 0:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"Modified{owner}: `{name}` must be {wanted}. "
+                f"Received: {name}={value}"
+            )
 
 
 def _reparameterized_layers(variables):
@@ -115,7 +174,11 @@ def modified(optimizer_class):
 
     Returns:
         A subclass with the same arguments, registered for saving as
-        `keras_wc>Modified<Name>`.
+        `keras_wc>Modified<Name>`. Its constructor also refuses the numeric
+        values Keras accepts but cannot use (a NaN, infinite or negative
+        `learning_rate`, `beta_1`/`beta_2`/`rho` outside [0, 1), `momentum`
+        outside [0, 1], a NaN `epsilon`, `weight_decay` or clipping norm,
+        ...) with a `ValueError` naming the argument and the value.
 
     Example:
 
@@ -133,10 +196,17 @@ def modified(optimizer_class):
     if issubclass(optimizer_class, ModifiedOptimizerMixin):
         return optimizer_class
     name = f"Modified{optimizer_class.__name__}"
+
+    @functools.wraps(optimizer_class.__init__)
+    def __init__(self, *args, **kwargs):
+        _check_arguments(optimizer_class, args, kwargs)
+        optimizer_class.__init__(self, *args, **kwargs)
+
     cls = type(
         name,
         (ModifiedOptimizerMixin, optimizer_class),
         {
+            "__init__": __init__,
             "__doc__": (
                 f"`keras.optimizers.{optimizer_class.__name__}` in the "
                 "modified form of the WC paper (§III-A.3): its state is "

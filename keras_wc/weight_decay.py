@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 
 
 def l2_from_pytorch(weight_decay):
@@ -17,7 +18,8 @@ def l2_from_pytorch(weight_decay):
     with learnable `a, b` on `v`.
 
     Args:
-        weight_decay: PyTorch's `weight_decay` (≥ 0).
+        weight_decay: PyTorch's `weight_decay`: a finite number ≥ 0
+            (Python or NumPy).
 
     Returns:
         A `keras.regularizers.L2`, or `None` for 0.
@@ -28,7 +30,7 @@ def l2_from_pytorch(weight_decay):
     0.00025
     """
     if isinstance(weight_decay, bool) or not isinstance(
-        weight_decay, (int, float)
+        weight_decay, (int, float, np.integer, np.floating)
     ):
         raise TypeError(
             "`weight_decay` must be a number. "
@@ -41,4 +43,4 @@ def l2_from_pytorch(weight_decay):
         )
     if weight_decay == 0:
         return None
-    return keras.regularizers.L2(weight_decay / 2)
+    return keras.regularizers.L2(float(weight_decay) / 2)

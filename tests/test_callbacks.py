@@ -1,6 +1,7 @@
 """keras_wc.callbacks.WeightDistribution: numerics, learnable a/b, I/O."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -149,6 +150,10 @@ def test_tensorboard_scalars_are_written(tmp_path):
         ({"layers": 3}, TypeError, "`layers` must be None"),
         ({"percentiles": ()}, ValueError, "`percentiles` must be"),
         ({"percentiles": (50, 101)}, ValueError, "in \\[0, 100\\]"),
+        ({"layers": []}, ValueError, "`layers` must name at least one"),
+        ({"percentiles": 50}, TypeError, "Received: percentiles=50"),
+        ({"percentiles": [np.float64(50), np.nan]}, ValueError, "nan"),
+        ({"log_dir": ""}, ValueError, "`log_dir` must be a non-empty path"),
     ],
 )
 def test_bad_arguments(kwargs, error, pattern):
@@ -170,3 +175,84 @@ def test_unknown_layer_and_plot_errors(tmp_path):
         empty.plot(tmp_path / "x.png", layer="nope")
     with pytest.raises(ValueError, match="No learnable a, b"):
         empty.plot_scales(tmp_path / "x.png")
+
+
+def test_a_log_dir_that_is_a_file_raises_before_training(tmp_path):
+    """It used to fail in the first epoch, inside `fit`."""
+    (tmp_path / "tb").write_text("a file")
+    with pytest.raises(NotADirectoryError, match="`log_dir` needs a dir"):
+        callbacks.WeightDistribution(log_dir=tmp_path / "tb")
+
+
+def test_numpy_percentiles_are_plain_numbers_in_the_records(tmp_path):
+    recorder = callbacks.WeightDistribution(
+        percentiles=np.array([100, 50, 0])
+    )
+    assert recorder.percentile_levels == (100, 50, 0)
+    assert all(type(q) is int for q in recorder.percentile_levels)
+
+
+def _recorded():
+    recorder = callbacks.WeightDistribution(percentiles=(100, 50, 0))
+    recorder.set_model(_model())
+    recorder.record(0)
+    recorder.record(1)
+    return recorder
+
+
+def test_save_replaces_the_file_atomically(tmp_path, monkeypatch):
+    recorder = _recorded()
+    path = tmp_path / "w.json"
+    path.write_text("previous")
+    recorder.save(path)
+    assert json.loads(path.read_text())["epochs"] == [0, 1]
+    assert os.listdir(tmp_path) == ["w.json"]
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+    def fail(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(callbacks.os, "replace", fail)
+    recorder.record(2)
+    with pytest.raises(OSError, match="disk full"):
+        recorder.save(path)
+    assert json.loads(path.read_text())["epochs"] == [0, 1]
+    assert os.listdir(tmp_path) == ["w.json"]
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("{not json", "must be a JSON file"),
+        ('{"percentile_levels": [100, 50, 0], "epochs": [0]}', "'scales'"),
+        ("[1, 2]", "lacks or has malformed"),
+    ],
+)
+def test_a_malformed_file_leaves_the_records_as_they_were(
+    tmp_path, content, match
+):
+    """A file without "scales" used to replace the epochs and percentiles
+    before failing with KeyError."""
+    recorder = _recorded()
+    before = recorder.to_dict()
+    path = tmp_path / "w.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match) as raised:
+        recorder.load(path)
+    assert str(path) in str(raised.value)
+    assert recorder.to_dict() == before
+
+
+def test_plots_take_the_format_from_the_extension(tmp_path):
+    recorder = _recorded()
+    recorder.plot(tmp_path / "w.svg")
+    assert b"<svg" in (tmp_path / "w.svg").read_bytes()[:500]
+    with pytest.raises(ValueError, match="`path` must end in one of"):
+        recorder.plot(tmp_path / "w.docx")
+    assert os.listdir(tmp_path) == ["w.svg"]

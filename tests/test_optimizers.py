@@ -210,3 +210,42 @@ def test_modified_factory():
     assert np.all(np.isfinite(np.asarray(layer.v)))
     with pytest.raises(TypeError, match="optimizer_class"):
         modified(keras.optimizers.Adam(1e-3))
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, match",
+    [
+        (ModifiedAdam, {"learning_rate": float("nan")}, "learning_rate=nan"),
+        (ModifiedAdam, {"learning_rate": -1e-3}, "learning_rate=-0.001"),
+        (ModifiedAdam, {"beta_1": 1.0}, r"`beta_1` must be in \[0, 1\)"),
+        (ModifiedAdam, {"beta_2": float("inf")}, "beta_2=inf"),
+        (ModifiedAdam, {"epsilon": float("nan")}, "epsilon=nan"),
+        (ModifiedAdam, {"global_clipnorm": -1.0}, "global_clipnorm=-1.0"),
+        (
+            modified(keras.optimizers.SGD),
+            {"momentum": float("nan")},
+            r"ModifiedSGD: `momentum` must be in \[0, 1\]",
+        ),
+    ],
+)
+def test_arguments_keras_accepts_but_cannot_use_raise(cls, kwargs, match):
+    """Keras 3.15's Adam takes learning_rate=nan, beta_1=1 or epsilon=nan
+    and its SGD momentum=nan; every later step would be NaN."""
+    with pytest.raises(ValueError, match=match):
+        cls(**kwargs)
+
+
+def test_the_checks_keep_valid_values_and_the_signature():
+    import inspect
+
+    assert inspect.signature(ModifiedAdam) == inspect.signature(
+        keras.optimizers.Adam
+    )
+    for optimizer in (
+        ModifiedAdam(0.0, beta_1=0.0, epsilon=0.0, clipnorm=1.0),
+        ModifiedAdam(keras.optimizers.schedules.ExponentialDecay(0.1, 5, 0.9)),
+        ModifiedAdam(1e-3, weight_decay=np.float64(1e-4)),
+        modified(keras.optimizers.SGD)(0.1, momentum=1.0),
+    ):
+        restored = type(optimizer).from_config(optimizer.get_config())
+        assert type(restored) is type(optimizer)

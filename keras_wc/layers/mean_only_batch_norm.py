@@ -10,6 +10,18 @@ from keras import ops
 from keras_wc.layers.weight_norm import in_init_pass
 
 
+def _get(module, name, identifier, owner):
+    """`module.get(identifier)`, with an error naming the argument."""
+    try:
+        return module.get(identifier)
+    except (ValueError, TypeError) as error:
+        kind = module.__name__.split(".")[-1][:-1]  # "initializer", ...
+        raise type(error)(
+            f"{owner}: `{name}` must be a Keras {kind} (a name, a config "
+            f"or an instance). Received: {name}={identifier!r}"
+        ) from error
+
+
 @keras.saving.register_keras_serializable(package="keras_wc")
 class MeanOnlyBatchNorm(keras.layers.Layer):
     """Subtracts the batch mean per channel and adds a learned bias.
@@ -103,12 +115,21 @@ class MeanOnlyBatchNorm(keras.layers.Layer):
         self.axis = int(axis)
         self.momentum = float(momentum)
         self.center = center
-        self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.moving_mean_initializer = keras.initializers.get(
-            moving_mean_initializer
+        self.beta_initializer = _get(
+            keras.initializers, "beta_initializer", beta_initializer, owner
         )
-        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
-        self.beta_constraint = keras.constraints.get(beta_constraint)
+        self.moving_mean_initializer = _get(
+            keras.initializers,
+            "moving_mean_initializer",
+            moving_mean_initializer,
+            owner,
+        )
+        self.beta_regularizer = _get(
+            keras.regularizers, "beta_regularizer", beta_regularizer, owner
+        )
+        self.beta_constraint = _get(
+            keras.constraints, "beta_constraint", beta_constraint, owner
+        )
         self.beta = None
         self.moving_mean = None
 

@@ -170,6 +170,26 @@ def test_mirrored_batch_mean_is_synchronized():
         ({"axis": "x"}, TypeError, "axis"),
         ({"axis": 1.0}, TypeError, "axis"),
         ({"center": "yes"}, TypeError, "center"),
+        (
+            {"beta_initializer": "nope"},
+            ValueError,
+            r"`beta_initializer` must be a Keras initializer .*='nope'",
+        ),
+        (
+            {"moving_mean_initializer": 3},
+            ValueError,
+            r"`moving_mean_initializer` .*Received: moving_mean_initializer=3",
+        ),
+        (
+            {"beta_regularizer": "l3"},
+            ValueError,
+            r"`beta_regularizer` must be a Keras regularizer",
+        ),
+        (
+            {"beta_constraint": "positive"},
+            ValueError,
+            r"`beta_constraint` must be a Keras constraint",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
