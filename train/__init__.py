@@ -1,7 +1,7 @@
 """The experiments of the keras-wc papers: `python -m train`.
 
 Modules: `cli` (the command line), `config` (the resolved `Config` and its
-checks), `presets`
+checks), `paths` (the file-system checks of the path flags), `presets`
 (every row of the WC paper's Tables II–VII and the WN recipe), `run` (the
 seed loop), `devices` (devices, distribution strategy, which process
 writes), `assembly` (a seed's data, model and optimizer), `callbacks` (the

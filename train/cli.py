@@ -14,7 +14,7 @@ import sys
 import time
 
 from train import config as config_lib
-from train import presets
+from train import paths, presets
 from train.config import Config, ConfigError
 
 PROG = "python -m train"
@@ -134,9 +134,9 @@ def build_parser():
     )
     group.add_argument(
         "--learnable",
-        choices=config_lib.LEARNABLE,
-        help="WC: none, fine (a, b per layer) or coarse (one pair)"
-        + _default("learnable"),
+        metavar="{none,fine,coarse}",
+        help="WC: none (fixed a, b), fine (a, b per layer) or coarse (one "
+        "pair); also false (= none) or true (= fine)" + _default("learnable"),
     )
     group.add_argument(
         "--alpha", type=float, help="PP: exponent alpha" + _default("alpha")
@@ -365,8 +365,10 @@ def _check_names(config):
 def main(argv=None):
     """Runs `python -m train` with `argv` (default `sys.argv[1:]`).
 
+    Every flag, file and path is checked before anything is written.
+
     Returns:
-        0 on success, 2 for a bad flag, file or combination (a one-line
+        0 on success, 2 for a bad flag, file, path or combination (a one-line
         message on stderr).
     """
     parser = build_parser()
@@ -379,9 +381,15 @@ def main(argv=None):
         if any(key in given for key in _SINGLE_RUN):
             configs = [make_config(given)]
         else:
+            # Checked before `demo_configs` builds paths from them.
+            if "out" in given:
+                paths.check_output_dir("--out", given["out"])
+            if "data_dir" in given:
+                paths.check_input_dir("--data-dir", given["data_dir"])
             configs = demo_configs(given)
         for config in configs:
             _check_names(config)
+            paths.check_config(config)
         from train import report, run
 
         results = [run.run(config) for config in configs]

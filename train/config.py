@@ -12,12 +12,14 @@ import dataclasses
 import json
 import math
 import os
+import typing
+
+from train import presets
 
 METHODS = ("none", "wc", "pp", "wn", "bn", "mobn", "wn+mobn")
 OPTIMIZERS = ("sgd", "adam", "modified-adam")
 SCHEDULES = ("step", "wn-linear", "constant")
 COMPANDERS = ("arctan", "arsinh", "erf")
-LEARNABLE = ("none", "fine", "coarse")
 STRATEGIES = ("default", "mirrored", "multiworker")
 WEIGHT_DECAY_SCOPES = ("all", "kernels")
 PREPROCESSING = ("standard", "zca")
@@ -55,7 +57,8 @@ class Config:
     a: float | None = None
     b: float | None = None
     compander: str | None = None
-    learnable: str = "none"
+    # "none", "fine", "coarse", or true/false (`resolve` makes them strings).
+    learnable: str | bool = "none"
     alpha: float | None = None
     init_scale: float | None = None
     init_examples: int | None = None
@@ -109,39 +112,45 @@ class Config:
     def resolve(self):
         """Checks the settings and fills the method's defaults.
 
+        Reads no file: the paths are checked by `train.paths.check_config`.
+
         Returns:
             A new, fully specified `Config`.
 
         Raises:
             ConfigError: a bad value or an impossible combination.
         """
+        for field in dataclasses.fields(self):
+            _check_type(
+                _flag(field.name), getattr(self, field.name), field.type
+            )
         _check_choice("method", self.method, METHODS)
         if self.compander is not None:
             _check_choice("compander", self.compander, COMPANDERS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("learnable", self.learnable, LEARNABLE)
         _check_choice("strategy", self.strategy, STRATEGIES)
         _check_choice(
             "weight-decay-scope", self.weight_decay_scope, WEIGHT_DECAY_SCOPES
         )
         _check_choice("preprocess", self.preprocess, PREPROCESSING)
         _check_choice("verbose", self.verbose, VERBOSITY)
-        _check_number("lr", self.lr, minimum=0, strict=True)
-        _check_number("momentum", self.momentum, minimum=0)
-        _check_number("gamma", self.gamma, minimum=0, strict=True)
-        _check_number("weight-decay", self.weight_decay, minimum=0)
-        _check_number("val-split", self.val_split, minimum=0)
-        if self.val_split >= 1:
-            raise ConfigError(
-                f"--val-split must be in [0, 1), got {self.val_split}"
-            )
+        if self.preset is not None:
+            try:
+                presets.get(self.preset)
+            except ValueError as error:
+                raise ConfigError(str(error)) from error
+        _check_number("lr", self.lr, 0, open_low=True)
+        _check_number("momentum", self.momentum, 0, 1)
+        _check_number("gamma", self.gamma, 0, open_low=True)
+        _check_number("weight-decay", self.weight_decay, 0)
+        _check_number("val-split", self.val_split, 0, 1, open_high=True)
         for name in ("epochs", "batch_size", "seeds"):
             _check_int(name, getattr(self, name))
         for name in ("steps_per_epoch", "limit_train", "logical_cpus"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name))
-        milestones = list(self.milestones or [])
+        milestones = list(self.milestones)
         for m in milestones:
             _check_int("milestones", m)
         if milestones != sorted(set(milestones)):
@@ -154,25 +163,19 @@ class Config:
                 f"--milestones only applies to --schedule step, not "
                 f"{self.schedule}"
             )
-        if self.learnable != "none" and self.method != "wc":
-            raise ConfigError(
-                f"--learnable {self.learnable} needs --method wc, not "
-                f"{self.method}"
-            )
         resolved = {}
         for name, (default, methods) in METHOD_OPTIONS.items():
             value = getattr(self, name)
             if self.method in methods:
                 resolved[name] = default if value is None else value
             elif value is not None:
-                flag = name.replace("_", "-")
                 raise ConfigError(
-                    f"--{flag} applies to --method "
+                    f"{_flag(name)} applies to --method "
                     f"{' or '.join(methods)}, not {self.method}"
                 )
         for name in ("a", "b", "alpha", "init_scale"):
             if name in resolved:
-                _check_number(name, resolved[name], minimum=0, strict=True)
+                _check_number(name, resolved[name], 0, open_low=True)
         if "init_examples" in resolved:
             _check_int("init_examples", resolved["init_examples"])
         if self.dataset in NEEDS_DATA_DIR and not self.data_dir:
@@ -189,13 +192,23 @@ class Config:
             raise ConfigError(
                 "--logical-cpus applies to --strategy default or mirrored"
             )
+        # Last: it loads Keras, so that the errors above come without
+        # TensorFlow's start-up log.
+        learnable = learnable_mode(self.learnable)
+        if learnable != "none" and self.method != "wc":
+            raise ConfigError(
+                f"--learnable {self.learnable} needs --method wc, not "
+                f"{self.method}"
+            )
         return dataclasses.replace(
-            self, milestones=milestones, **resolved
+            self, learnable=learnable, milestones=milestones, **resolved
         )
 
     def output_dir(self):
-        """`out`, else `runs/<run_name()>`."""
-        return self.out or os.path.join("runs", self.run_name())
+        """`out` when set, else `runs/<run_name()>`."""
+        if self.out is not None:
+            return self.out
+        return os.path.join("runs", self.run_name())
 
     def run_name(self):
         """A directory name for the run: the preset, else model-data-method."""
@@ -205,29 +218,92 @@ class Config:
         return f"{self.model}-{self.dataset}-{method}"
 
 
+def learnable_mode(value):
+    """`"none"`, `"fine"` or `"coarse"`: `--learnable` in the vocabulary of
+    the layers and `keras_wc.convert` (`keras_wc.validation.learnable_mode`),
+    which also takes `false`/`true` (any case; true = fine).
+
+    Raises:
+        ConfigError: any other value.
+    """
+    # Imported here: keras_wc loads Keras, which the rest of this module and
+    # `python -m train --help` do without.
+    from keras_wc.validation import learnable_mode as normalize
+
+    if isinstance(value, str) and value.lower() in ("false", "true"):
+        value = value.lower() == "true"
+    try:
+        return normalize(value)
+    except ValueError as error:
+        raise ConfigError(
+            "--learnable must be none, fine, coarse, false or true, got "
+            f"{value!r}"
+        ) from error
+
+
+def _flag(name):
+    return f"--{name.replace('_', '-')}"
+
+
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ConfigError(
-            f"--{name.replace('_', '-')} must be one of "
-            f"{', '.join(choices)}, got {value!r}"
+            f"{_flag(name)} must be one of {', '.join(choices)}, got "
+            f"{value!r}"
         )
 
 
-def _check_number(name, value, *, minimum, strict=False):
-    flag = f"--{name.replace('_', '-')}"
+def _check_number(name, value, low, high=math.inf, *, open_low=False,
+                  open_high=False):
+    """`value` is a finite number in the interval from `low` to `high`."""
+    flag = _flag(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{flag} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < minimum or (
-        strict and value == minimum
+    if not math.isfinite(value):
+        raise ConfigError(f"{flag} must be a finite number, got {value}")
+    if (
+        value < low
+        or (open_low and value == low)
+        or value > high
+        or (open_high and value == high)
     ):
-        relation = ">" if strict else ">="
-        raise ConfigError(f"{flag} must be {relation} {minimum}, got {value}")
+        if high == math.inf:
+            interval = f"{'>' if open_low else '>='} {low}"
+        else:
+            interval = (
+                f"in {'(' if open_low else '['}{low}, "
+                f"{high}{')' if open_high else ']'}"
+            )
+        raise ConfigError(f"{flag} must be {interval}, got {value}")
 
 
 def _check_int(name, value):
-    flag = f"--{name.replace('_', '-')}"
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+        raise ConfigError(
+            f"{_flag(name)} must be a positive integer, got {value!r}"
+        )
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    type(None): "null",
+}
+
+
+def _check_type(name, value, annotation):
+    """`value` has a type of the field annotation `annotation` (an int is a
+    float; a bool is no number)."""
+    kinds = typing.get_args(annotation) or (annotation,)
+    expected = " or ".join(_TYPE_NAMES[kind] for kind in kinds)
+    if list in kinds:
+        kinds += (tuple,)
+    if type(value) in kinds or (float in kinds and type(value) is int):
+        return
+    raise ConfigError(f"{name} must be {expected}, got {value!r}")
 
 
 def load_file(path):
@@ -238,7 +314,9 @@ def load_file(path):
     is such a file.
 
     Raises:
-        ConfigError: the file is missing, not JSON, or has unknown keys.
+        ConfigError: the file is missing, not JSON, not an object, or has
+            unknown keys or values of the wrong type (checked here, to name
+            the file; `Config.resolve` checks the ranges).
     """
     try:
         with open(path) as file:
@@ -247,16 +325,31 @@ def load_file(path):
         raise ConfigError(
             f"cannot read --config {path}: {error.strerror}"
         ) from error
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
         raise ConfigError(
             f"--config {path} is not valid JSON: {error}"
         ) from error
     if not isinstance(data, dict):
-        raise ConfigError(f"--config {path} must hold a JSON object")
+        raise ConfigError(
+            f"--config {path} must hold a JSON object, got "
+            f"{type(data).__name__} {_short(data)}"
+        )
     unknown = sorted(set(data) - set(Config.fields()))
     if unknown:
         raise ConfigError(
             f"--config {path} has unknown key(s) {unknown}; valid keys: "
             f"{', '.join(Config.fields())}"
         )
+    for field in dataclasses.fields(Config):
+        if field.name in data:
+            _check_type(
+                f"--config {path}: {field.name!r}",
+                data[field.name],
+                field.type,
+            )
     return data
+
+
+def _short(value, limit=40):
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

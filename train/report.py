@@ -14,11 +14,11 @@ The standard deviation is the sample standard deviation over the seeds
 """
 
 import argparse
-import json
 import os
 import sys
 
-from train import results as results_lib
+from train import paths, results
+from train.config import ConfigError
 
 _DATASETS = {
     "cifar10": "CIFAR-10",
@@ -28,27 +28,29 @@ _DATASETS = {
     "fashion_mnist": "Fashion-MNIST",
     "digits": "digits",
 }
-def find_results(paths):
-    """The `results.json` files under `paths`, in the order given.
+
+
+def find_results(outs):
+    """The `results.json` files under `outs`, in the order given.
 
     Raises:
         FileNotFoundError: a path is missing or holds no results.json.
     """
     found = []
-    for path in paths:
+    for path in outs:
         if os.path.isfile(path):
             found.append(path)
             continue
         if not os.path.isdir(path):
             raise FileNotFoundError(f"no such file or directory: {path}")
-        direct = os.path.join(path, results_lib.FILE)
+        direct = os.path.join(path, results.FILE)
         if os.path.isfile(direct):
             found.append(direct)
             continue
         nested = sorted(
-            os.path.join(root, results_lib.FILE)
+            os.path.join(root, results.FILE)
             for root, _, files in os.walk(path)
-            if results_lib.FILE in files and "/.workers" not in root
+            if results.FILE in files and "/.workers" not in root
         )
         if not nested:
             raise FileNotFoundError(f"no results.json under {path}")
@@ -56,13 +58,14 @@ def find_results(paths):
     return found
 
 
-def load(paths):
-    """The results dicts of the runs under `paths` (see `find_results`)."""
-    results = []
-    for path in find_results(paths):
-        with open(path) as file:
-            results.append(json.load(file))
-    return results
+def load(outs):
+    """The results dicts of the runs under `outs` (see `find_results`).
+
+    Raises:
+        FileNotFoundError: see `find_results`.
+        ConfigError: a results.json is malformed (`train.results.read`).
+    """
+    return [results.read(path) for path in find_results(outs)]
 
 
 def _format(mean, std):
@@ -73,25 +76,25 @@ def _format(mean, std):
     return f"{mean:.2f}% ± {std:.2f}%"
 
 
-def row(results):
+def row(run):
     """`(model, dataset, accuracy, paper, seeds)` cells of one run."""
-    config = results["config"]
-    summary = results.get("test_acc")
+    config = run["config"]
+    summary = run.get("test_acc")
     accuracy = (
         _format(100 * summary["mean"], 100 * summary["std"])
         if summary
         else "–"
     )
-    paper = results.get("paper")
+    paper = run.get("paper")
     paper_cell = _format(paper["mean"], paper["std"]) if paper else "–"
-    done = len(results.get("seeds", []))
+    done = len(run.get("seeds", []))
     seeds = str(done)
     if done < config["seeds"]:
         seeds = f"{done}/{config['seeds']} (running)"
     dataset = _DATASETS.get(config["dataset"], config["dataset"])
     if config.get("limit_train"):
         dataset += f" ({config['limit_train']} train)"
-    return results["label"], dataset, accuracy, paper_cell, seeds
+    return run["label"], dataset, accuracy, paper_cell, seeds
 
 
 def table(runs):
@@ -100,7 +103,7 @@ def table(runs):
         "| Model | Dataset | Accuracy | Paper | Seeds |",
         "|---|---|---|---|---|",
     ]
-    lines += ["| " + " | ".join(row(results)) + " |" for results in runs]
+    lines += ["| " + " | ".join(row(run)) + " |" for run in runs]
     return "\n".join(lines)
 
 
@@ -128,15 +131,28 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     try:
-        text = table(load(args.outs))
-    except (OSError, ValueError, KeyError) as error:
+        files = find_results(args.outs)
+        if args.output is not None:
+            _check_output(args.output, files)
+        text = table(load(files))
+    except (ConfigError, FileNotFoundError) as error:
         print(f"python -m train.report: error: {error}", file=sys.stderr)
         return 2
     print(text)
-    if args.output:
+    if args.output is not None:
         with open(args.output, "w") as file:
             file.write(text + "\n")
     return 0
+
+
+def _check_output(output, inputs):
+    """`--output` can be written and is none of the results files read."""
+    paths.check_output_file("--output", output)
+    for path in inputs:
+        if os.path.exists(output) and os.path.samefile(output, path):
+            raise ConfigError(
+                f"--output {output} is one of the results files read"
+            )
 
 
 if __name__ == "__main__":

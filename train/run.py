@@ -21,8 +21,8 @@ determinism, the data pipeline's own seeds, the random state of dropout and
 noise layers reset at every epoch from `(seed, epoch)`, and a resumed run
 skips the data batches of the epochs already done.
 
-Nothing is written before any earlier `results.json` and the first seed's
-data and model are found good. The parts live in their own
+Nothing is written before the paths, any earlier `results.json` and the
+first seed's data and model are found good. The parts live in their own
 modules: `devices` (devices, strategy, which process writes), `assembly`
 (data, model, optimizer), `callbacks`, `resume` (bookkeeping of an
 interrupted seed), `results` (results.json, config.json) and `multiworker`
@@ -34,7 +34,7 @@ import sys
 import time
 
 import models
-from train import assembly, multiworker, results, resume
+from train import assembly, multiworker, paths, results, resume
 from train.callbacks import plot, seed_callbacks
 from train.devices import is_chief, make_strategy, output_dirs, setup_devices
 
@@ -55,10 +55,11 @@ def run(config, *, callbacks=(), build=models.build, log=print):
         The content of results.json.
 
     Raises:
-        ConfigError: `OUT` holds results of a different configuration or
-            a malformed results.json, or the data or model cannot be set up;
-            raised before anything is written.
+        ConfigError: a bad path, `OUT` holds results of a different
+            configuration or a malformed results.json, or the data or model
+            cannot be set up; raised before anything is written.
     """
+    paths.check_config(config)
     setup_devices(config)
     strategy = make_strategy(config)
     chief = is_chief(strategy)

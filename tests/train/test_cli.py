@@ -80,6 +80,27 @@ def test_saved_config_json_is_a_valid_config_file(tmp_path):
     assert again == config
 
 
+@pytest.mark.parametrize(
+    "value, mode",
+    [("none", "none"), ("fine", "fine"), ("coarse", "coarse"),
+     ("false", "none"), ("true", "fine"), ("FALSE", "none"),
+     ("True", "fine"), ("Coarse", "coarse")],
+)
+def test_learnable_vocabulary_of_the_layers(value, mode):
+    config = cli.make_config(_given(["--method", "wc", "--learnable", value]))
+    assert config.learnable == mode
+
+
+@pytest.mark.parametrize("value, mode", [(True, "fine"), (False, "none"),
+                                         ("coarse", "coarse")])
+def test_config_file_learnable_true_false(value, mode, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"method": "wc", "learnable": value}))
+    config = cli.make_config(_given(["--config", str(path)]))
+    assert config.learnable == mode
+    assert Config(method="wc", learnable=value).resolve() == config
+
+
 def test_help_defaults_come_from_config_and_method_options(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
