@@ -12,8 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from architectures import leaf_layers
-from keras_wc.conversion import convert
+from keras_wc.conversion import convert, leaf_layers
 from keras_wc.folding import fold
 from keras_wc.layers import wc
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
