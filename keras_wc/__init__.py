@@ -13,6 +13,8 @@ from keras_wc.initialization import initialize
 from keras_wc.layers.compander import SharedCompander
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
 from keras_wc.layers.wc import (
+    WCGRU,
+    WCLSTM,
     WCConv1D,
     WCConv1DTranspose,
     WCConv2D,
@@ -23,10 +25,17 @@ from keras_wc.layers.wc import (
     WCDepthwiseConv1D,
     WCDepthwiseConv2D,
     WCEinsumDense,
+    WCGRUCell,
+    WCLSTMCell,
     WCSeparableConv1D,
     WCSeparableConv2D,
+    WCSimpleRNN,
+    WCSimpleRNNCell,
 )
+from keras_wc.layers.weight_normalization import WeightNormalization
 from keras_wc.layers.wn import (
+    WNGRU,
+    WNLSTM,
     WNConv1D,
     WNConv1DTranspose,
     WNConv2D,
@@ -37,8 +46,12 @@ from keras_wc.layers.wn import (
     WNDepthwiseConv1D,
     WNDepthwiseConv2D,
     WNEinsumDense,
+    WNGRUCell,
+    WNLSTMCell,
     WNSeparableConv1D,
     WNSeparableConv2D,
+    WNSimpleRNN,
+    WNSimpleRNNCell,
 )
 from keras_wc.version import __version__
 from keras_wc.weight_decay import l2_from_pytorch
@@ -57,8 +70,14 @@ __all__ = [
     "WCDepthwiseConv1D",
     "WCDepthwiseConv2D",
     "WCEinsumDense",
+    "WCGRU",
+    "WCGRUCell",
+    "WCLSTM",
+    "WCLSTMCell",
     "WCSeparableConv1D",
     "WCSeparableConv2D",
+    "WCSimpleRNN",
+    "WCSimpleRNNCell",
     "WNConv1D",
     "WNConv1DTranspose",
     "WNConv2D",
@@ -69,8 +88,15 @@ __all__ = [
     "WNDepthwiseConv1D",
     "WNDepthwiseConv2D",
     "WNEinsumDense",
+    "WNGRU",
+    "WNGRUCell",
+    "WNLSTM",
+    "WNLSTMCell",
     "WNSeparableConv1D",
     "WNSeparableConv2D",
+    "WNSimpleRNN",
+    "WNSimpleRNNCell",
+    "WeightNormalization",
     "__version__",
     "callbacks",
     "companders",

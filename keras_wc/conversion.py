@@ -1,45 +1,35 @@
 """`convert`: reparameterize the kernel layers of an existing Keras model.
 
-The model is rebuilt layer by layer (nested models at any depth, shared
-layers kept shared); every selected built-in kernel layer becomes its
-keras_wc counterpart and starts from the original kernel through the right
-inverse of its reparameterization, so the converted model computes the same
-function. Every other layer is copied with its weights.
+Every selected built-in kernel layer anywhere in the model's layer tree
+(`keras_wc.tree`: inside nested models, composite layers such as
+`MultiHeadAttention`, wrappers, RNN layers, subclassed models, lists and
+dicts of layers) becomes its keras_wc counterpart in place
+(`ReparameterizedLayer.adopt`), starting from the original kernel through the
+right inverse of its reparameterization, so the model computes the same
+function. By default the model is copied first (`keras_wc.rebuilding`);
+`inplace=True` changes the model itself, keeping its class, its `call` and
+everything that holds it.
 """
 
 import dataclasses
 import logging
 import math
+import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_wc import companders as companders_lib
+from keras_wc import rebuilding, records, tree
 from keras_wc.layers import wc, wn
-from keras_wc.layers.compander import CompanderMixin, SharedCompander
+from keras_wc.layers.compander import SharedCompander
+from keras_wc.layers.layouts import RECURRENT_LAYERS, SUPPORTED_LAYERS
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
-from keras_wc.layers.reparameterized import KERNEL_NAMES, ReparameterizedLayer
-from keras_wc.validation import positive_number
+from keras_wc.layers.reparameterized import KERNEL_NAMES
+from keras_wc.validation import learnable_mode, positive_number
 
 logger = logging.getLogger("keras_wc")
-
-# The built-in kernel layers `convert` replaces, matched on the exact type:
-# a subclass of one of them may hold other state, so it is left alone.
-SUPPORTED_LAYERS = (
-    keras.layers.Dense,
-    keras.layers.EinsumDense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-)
 
 _NORMALIZATION_LAYERS = (
     keras.layers.BatchNormalization,
@@ -55,60 +45,73 @@ METHODS = {
     "pp": {"alpha": 2.0},
     "wn": {"init_scale": 1.0},
 }
-# Config keys of the parents' initializers. `convert` builds the new layer
-# with zeros there (restored right after): the kernel is overwritten, and a
-# random draw would cost time and could fall outside the compander's range.
-_INITIALIZER_KEYS = (
-    "kernel_initializer",
-    "depthwise_initializer",
-    "pointwise_initializer",
-)
 
 
 def convert(
     model,
     method="wc",
     *,
+    inplace=False,
     layers=None,
     return_report=False,
     **options,
 ):
-    """Returns a copy of `model` with its kernel layers reparameterized.
+    """Reparameterizes the kernel layers of a model, keeping its function.
 
     Every selected built-in kernel layer (`Dense`, `EinsumDense`,
     `Conv1D/2D/3D`, `Conv1D/2D/3DTranspose`, `DepthwiseConv1D/2D`,
-    `SeparableConv1D/2D`, matched on the exact type) is replaced by its
-    keras_wc counterpart, built from the original's config. Its raw
-    variables start at the right inverse of the original kernel, `v = Ψ⁻¹(w)`
-    (WC paper, Eq. 4) or `v = w, g = ‖w‖` (WN), so the converted model's
-    outputs equal the original's up to float32 round-off. Biases and
-    normalization layers are never reparameterized; every other layer is
-    copied with its weights. The input model is not modified.
+    `SeparableConv1D/2D`), recurrent layer (`LSTM`, `GRU`, `SimpleRNN`: their
+    `kernel` and `recurrent_kernel`) or recurrent cell, matched on the exact
+    type, at any depth of the model's layer tree, becomes its keras_wc
+    counterpart (`Dense` → `WCDense`, `LSTM` → `WCLSTM`, ...). Its raw
+    variables start at the right inverse of the original kernel,
+    `v = Ψ⁻¹(w)` (WC paper, Eq. 4) or `v = w, g = ‖w‖` (WN), so the outputs
+    equal the original's up to float32 round-off. Biases and normalization
+    layers are never reparameterized.
 
-    Sequential and Functional models are supported, nested at any depth,
-    with shared layers (they stay shared: one layer, one set of variables)
-    and any number of inputs and outputs. Subclassed models are refused: their
-    layer graph is Python code that cannot be rebuilt.
+    The tree covers nested Sequential/Functional models, composite layers
+    (the projections of `MultiHeadAttention`, keras-hub's
+    `TransformerEncoder`/`TransformerDecoder`), wrappers (`Bidirectional`,
+    `TimeDistributed`), subclassed models and layers held in lists or dicts.
+    Functional models with Keras operations in their graph (slicing,
+    `keras.ops.*`, arithmetic) are supported.
 
-    A layer that is already a keras_wc layer is copied as it is and reported
-    as skipped, so converting a converted model returns an equal copy.
+    With `inplace=True` the model object itself is changed, whatever its
+    kind (Sequential, Functional, subclassed, keras-hub backbones and
+    tasks): it keeps its class, its `call`, its config and everything
+    holding it, trains with `fit` and saves/loads as `.keras` (when its
+    config does not describe the converted layers, its class is wrapped to
+    record them: `keras_wc.records`). Compile it after converting (a
+    compiled model's train/predict functions are reset; an optimizer that
+    already holds state for the old variables is rebuilt from its config).
+    By default the model is copied and the copy converted; a model that
+    cannot be rebuilt from its config (a subclassed model without
+    `get_config`) raises, asking for `inplace=True`. Everything is validated
+    before anything changes.
+
+    A layer that is already a keras_wc layer is left as it is and reported
+    as skipped, so converting a converted model changes nothing.
 
     Args:
-        model: a built `keras.Sequential` or Functional `keras.Model`.
+        model: a built Keras model.
         method: `"wc"` (weight compander), `"pp"` (powerpropagation) or
             `"wn"` (weight normalization).
-        layers: which layers to convert: a layer name (or a path such as
-            `"encoder/conv1"` inside nested models), a layer class (matched
-            with `isinstance`), a list of names and classes, or a predicate
-            `fn(layer) -> bool` called on each supported layer. Default: every
+        inplace: change `model` itself instead of a copy.
+        layers: which layers to convert: a name or path (`"encoder/conv1"`,
+            `"transformer_layer_0/self_attention_layer/query"`), a layer
+            class, a list of names and classes, or a predicate
+            `fn(layer) -> bool` called on each supported layer. A name or
+            class also selects every supported layer below the layers it
+            matches (`layers="transformer_layer_0"`,
+            `layers=keras.layers.MultiHeadAttention`). Default: every
             supported layer.
         return_report: also return the `ConversionReport`.
         **options: the options of the method:
             - `"wc"`: `a=1.0`, `b=1.0`, `compander="arctan"` (a name or a
-              `keras_wc.companders.Compander`), `learnable=False`; `"fine"`
-              gives every layer its own trainable `a, b`, `"coarse"` one
-              `keras_wc.SharedCompander` for the whole model (WC paper,
-              §III-B).
+              `keras_wc.companders.Compander`), `learnable=False`
+              (`False`/`"none"`: fixed; `True`/`"fine"`: a trainable
+              `a, b` per layer; `"coarse"`: one `keras_wc.SharedCompander`
+              for the whole model; WC paper, §III-B).
             - `"pp"`: `alpha=2.0`, i.e.
               `compander=keras_wc.companders.Powerprop(alpha)`.
             - `"wn"`: `init_scale=1.0`. The layers start from the converted
@@ -116,16 +119,18 @@ def convert(
               data-dependent init instead.
 
     Returns:
-        The converted, uncompiled model; with `return_report=True`, the tuple
-        `(model, report)`. The report is also logged at INFO level on the
-        `"keras_wc"` logger.
+        The converted model (`model` itself with `inplace=True`, else an
+        uncompiled copy); with `return_report=True`, the tuple
+        `(model, report)`. The report is logged at INFO level on the
+        `"keras_wc"` logger; if no kernel was converted, a `UserWarning`
+        says so.
 
     Raises:
-        TypeError: `model` is not a Keras model.
-        ValueError: the model is subclassed or not built; unknown method,
-            option or layer name; a kernel outside the compander's range for
-            the chosen `a` (the message gives the smallest `a` that works for
-            the whole model).
+        TypeError: `model` is not a Keras model; a bad option type.
+        ValueError: the model is not built or cannot be copied; unknown
+            method, option or layer name; a kernel outside the compander's
+            range for the chosen `a` (the message gives the smallest `a`
+            that works for the whole model).
 
     Example:
 
@@ -140,51 +145,41 @@ def convert(
     >>> print(report)  # doctest: +SKIP
     keras_wc.convert(method="wc", a=1.0, b=1.0, compander="arctan", ...
     """
-    check_graph_model(model, "convert")
+    tree.check_model(model, "convert")
+    if not isinstance(inplace, bool):
+        raise TypeError(
+            f"`inplace` must be True or False. Received: inplace={inplace!r}"
+        )
     options = _resolve_options(method, options)
     registry = _registry(method)
     select = _selector(layers, model)
-    layer_kwargs = _layer_kwargs(method, options)
+    target = model if inplace else rebuilding.copy_model(model)
 
-    plan = {}  # id(layer) -> (target class, path, kernels) of converted ones
-    entries = []
-    for path, layer in leaf_layers(model):
-        target, reason = _decide(layer, path, registry, select)
-        if target is not None:
-            plan[id(layer)] = (target, path, _kernels(layer))
-        if target is not None or reason is not None:
-            entries.append(
-                ReportEntry(path, type(layer).__name__, target, reason)
-            )
+    plan, entries = _plan(target, registry, select)
     if method == "wc":
-        _check_range(
-            [(path, kernels) for _, path, kernels in plan.values()], options
-        )
-
-    shared_copies = {}
-
-    def make_layer(layer):
-        if id(layer) in plan:
-            target = plan[id(layer)][0]
-            return _new_reparameterized(layer, target, layer_kwargs)
-        return _copy_layer(layer, shared_copies)
-
-    cloner = Cloner(make_layer)
-    converted = cloner.clone(model)
-    for old, new in cloner.pairs:
-        if id(old) in plan:
-            for name, value in plan[id(old)][2].items():
-                new.assign_effective_kernel(name, value)
-            if getattr(old, "bias", None) is not None:
-                new.bias.assign(old.bias)
-        else:
-            new.set_weights(old.get_weights())
+        _check_range(plan, options)
+    layer_kwargs = _layer_kwargs(method, options)
+    for node, cls in plan:
+        # Every layer's options are checked before the first one changes.
+        kernel_class = getattr(cls, "CELL_CLASS", None) or cls
+        kernel_class._parse_options(_kernel_holder(node.layer), **layer_kwargs)
+    for node, cls in plan:
+        cls.adopt(node.layer, **layer_kwargs)
+    records.sync(target)
+    if inplace and plan:
+        _reset_compiled_state(target)
 
     report = ConversionReport(method, options, tuple(entries))
     logger.info("%s", report)
+    if report.kernels and not report.converted_kernels:
+        warnings.warn(
+            f"keras_wc.convert converted no kernel of model '{model.name}' "
+            f"({report.kernels} kernel(s) found):\n{report}",
+            stacklevel=2,
+        )
     if return_report:
-        return converted, report
-    return converted
+        return target, report
+    return target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,15 +187,18 @@ class ReportEntry:
     """One layer in a `ConversionReport`.
 
     Attributes:
-        path: the layer's name, prefixed by the names of the nested models
-            holding it (`"encoder/conv1"`).
+        path: the layer's name, prefixed by the names of the layers holding
+            it (`"encoder/conv1"`, `"transformer_layer_0/.../query"`).
         layer_type: the class name of the original layer.
+        kernels: the names of its kernels (`"kernel"`,
+            `"recurrent_kernel"`, ...), possibly empty.
         target: the keras_wc class it became, or `None` if skipped.
         reason: why it was skipped, or `None` if converted.
     """
 
     path: str
     layer_type: str
+    kernels: tuple = ()
     target: type = None
     reason: str = None
 
@@ -209,13 +207,15 @@ class ReportEntry:
 class ConversionReport:
     """What `keras_wc.convert` converted and what it skipped, and why.
 
-    Layers without weights (activations, pooling, merges) are not listed.
-    `str(report)` is a table for humans.
+    Every layer with weights of its own is listed (composite layers are
+    represented by the layers inside them); layers without weights
+    (activations, pooling, merges) are not. `str(report)` is a table for
+    humans.
 
     Attributes:
         method: `"wc"`, `"pp"` or `"wn"`.
         options: the method's options, defaults filled in.
-        entries: one `ReportEntry` per layer with weights, in model order.
+        entries: one `ReportEntry` per layer with weights, in tree order.
     """
 
     method: str
@@ -232,19 +232,31 @@ class ConversionReport:
         """The entries of the layers left as they were."""
         return tuple(e for e in self.entries if e.target is None)
 
+    @property
+    def kernels(self):
+        """How many kernels the listed layers hold."""
+        return sum(len(e.kernels) for e in self.entries)
+
+    @property
+    def converted_kernels(self):
+        """How many kernels were converted."""
+        return sum(len(e.kernels) for e in self.converted)
+
     def __str__(self):
         args = ", ".join(
             f"{k}={_format_option(v)}" for k, v in self.options.items()
         )
         header = (
             f'keras_wc.convert(method="{self.method}", {args}): '
-            f"{len(self.converted)} layer(s) converted, "
-            f"{len(self.skipped)} skipped"
+            f"{self.converted_kernels} of {self.kernels} kernel(s) "
+            f"converted, in {len(self.converted)} layer(s); "
+            f"{len(self.skipped)} layer(s) skipped"
         )
-        rows = [("layer", "type", "result")] + [
+        rows = [("layer", "type", "kernels", "result")] + [
             (
                 e.path,
                 e.layer_type,
+                str(len(e.kernels)),
                 (
                     f"-> {e.target.__name__}"
                     if e.target
@@ -253,10 +265,11 @@ class ConversionReport:
             )
             for e in self.entries
         ]
-        widths = [max(len(row[i]) for row in rows) for i in range(2)]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = [header] + [
-            f"  {path:<{widths[0]}}  {kind:<{widths[1]}}  {result}"
-            for path, kind, result in rows
+            f"  {path:<{widths[0]}}  {kind:<{widths[1]}}  "
+            f"{kernels:>{widths[2]}}  {result}"
+            for path, kind, kernels, result in rows
         ]
         return "\n".join(lines)
 
@@ -267,148 +280,6 @@ def _format_option(value):
     if isinstance(value, str):
         return f'"{value}"'
     return repr(value)
-
-
-def check_graph_model(model, function):
-    """Raises unless `model` is a built Sequential or Functional model."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`keras_wc.{function}` expects a `keras.Model`. "
-            f"Received: model={model!r} of type {type(model).__name__}"
-        )
-    if not is_graph_model(model):
-        raise ValueError(
-            f"`keras_wc.{function}` supports Sequential and Functional "
-            "models (nested at any depth), whose layer graph it can rebuild. "
-            f"Received: a subclassed model of type {type(model).__name__}. "
-            "Build it as a Functional model, or use the keras_wc layer "
-            "classes (e.g. `keras_wc.WCDense` in place of "
-            "`keras.layers.Dense`) directly in its code."
-        )
-    if not model.built:
-        raise ValueError(
-            f"`keras_wc.{function}` needs a built model. Give it a "
-            "`keras.Input`, or call it on data first. "
-            f"Received: unbuilt model '{model.name}'"
-        )
-
-
-def is_graph_model(layer):
-    """Whether `layer` is a Sequential or Functional model."""
-    return isinstance(layer, keras.Sequential) or (
-        isinstance(layer, keras.Model) and isinstance(layer, keras.Function)
-    )
-
-
-def leaf_layers(model):
-    """Yields `(path, layer)` for each layer of a model, once per layer.
-
-    Nested Sequential and Functional models are entered (their layers get
-    the path `"outer/inner/name"`); input layers are left out.
-    """
-    seen = set()
-
-    def walk(container, prefix):
-        for layer in container.layers:
-            if id(layer) in seen or isinstance(layer, keras.layers.InputLayer):
-                continue
-            seen.add(id(layer))
-            path = prefix + layer.name
-            if is_graph_model(layer):
-                yield from walk(layer, path + "/")
-            else:
-                yield path, layer
-
-    yield from walk(model, "")
-
-
-class Cloner:
-    """Rebuilds a Sequential/Functional model with new leaf layers.
-
-    Nested models are rebuilt at any depth; each layer object is cloned once,
-    so shared layers and shared nested models stay shared. The new model is
-    uncompiled. Weights are not copied: after `clone`, `pairs` lists
-    `(old, new)` for every leaf layer, all built, for the caller to fill.
-
-    Args:
-        make_layer: `fn(old_layer) -> new_layer` (unbuilt) for leaf layers.
-        drop: ids of leaf layers to remove from the graph; a call of one of
-            them is replaced by its first input.
-    """
-
-    def __init__(self, make_layer, drop=()):
-        self._make_layer = make_layer
-        self._drop = frozenset(drop)
-        self._cache = {}
-        self.pairs = []
-
-    def clone(self, layer):
-        key = id(layer)
-        if key not in self._cache:
-            if isinstance(layer, keras.Sequential):
-                new = self._clone_sequential(layer)
-            elif is_graph_model(layer):
-                new = self._clone_functional(layer)
-            elif key in self._drop or not isinstance(layer, keras.Layer):
-                # A dropped layer is never called (`_call` forwards its
-                # input); an operation such as `keras.ops.cast` is stateless.
-                new = layer
-            else:
-                new = self._make_layer(layer)
-                self.pairs.append((layer, new))
-            self._cache[key] = new
-        return self._cache[key]
-
-    def _call(self, layer, *args, **kwargs):
-        if id(layer) in self._drop:
-            return args[0]
-        return layer(*args, **kwargs)
-
-    def _clone_sequential(self, model):
-        new_layers = [
-            self.clone(layer)
-            for layer in model.layers
-            if id(layer) not in self._drop
-        ]
-        # `model.layers` leaves out the input layer, which `_layers` holds.
-        first = model._layers[0]
-        if isinstance(first, keras.layers.InputLayer):
-            new_layers.insert(0, _new_input(first))
-        return keras.Sequential(
-            new_layers, name=model.name, trainable=model.trainable
-        )
-
-    def _clone_functional(self, model):
-        # New inputs named after the input layers: `clone_model` would name
-        # them after the input tensors ("keras_tensor", ...).
-        inputs = keras.tree.map_structure(
-            lambda x: _new_input(x._keras_history.operation), model.input
-        )
-        new = keras.models.clone_model(
-            model,
-            input_tensors=inputs,
-            clone_function=self.clone,
-            call_function=self._call,
-        )
-        if new.compiled:
-            # `clone_model` recompiles the copy; the result is uncompiled.
-            new = keras.Model(new.input, new.output, name=new.name)
-        if not model.trainable:
-            new.trainable = False
-        return new
-
-
-def _new_input(input_layer):
-    """A new `keras.Input` like the one of `input_layer`."""
-    config = input_layer.get_config()
-    return keras.Input(
-        batch_shape=config["batch_shape"],
-        dtype=config["dtype"],
-        sparse=config["sparse"],
-        ragged=config["ragged"],
-        name=config["name"],
-        optional=config.get("optional", False),
-    )
 
 
 def _resolve_options(method, options):
@@ -427,18 +298,15 @@ def _resolve_options(method, options):
     resolved = {**defaults, **options}
     if method == "wc":
         for name in ("a", "b"):
-            positive_number(name, resolved[name])
+            resolved[name] = positive_number(name, resolved[name])
         resolved["compander"] = companders_lib.get(resolved["compander"])
-        learnable = resolved["learnable"]
-        if not (learnable is False or learnable in ("fine", "coarse")):
-            raise ValueError(
-                "`learnable` must be False, 'fine' or 'coarse'. "
-                f"Received: learnable={resolved['learnable']!r}"
-            )
+        resolved["learnable"] = learnable_mode(resolved["learnable"])
     elif method == "pp":
         companders_lib.Powerprop(resolved["alpha"])
     else:
-        positive_number("init_scale", resolved["init_scale"])
+        resolved["init_scale"] = positive_number(
+            "init_scale", resolved["init_scale"]
+        )
     return resolved
 
 
@@ -451,91 +319,162 @@ def _registry(method):
 
 
 def _layer_kwargs(method, options):
-    """The keyword arguments given to every new layer."""
+    """The keyword arguments given to every converted layer."""
     if method == "pp":
         return {"compander": companders_lib.Powerprop(options["alpha"])}
     if method == "wn":
         return {"data_init": False, "init_scale": options["init_scale"]}
     scales = {
-        "a": float(options["a"]),
-        "b": float(options["b"]),
+        "a": options["a"],
+        "b": options["b"],
         "compander": options["compander"],
     }
     if options["learnable"] == "coarse":
         return {"shared": SharedCompander(**scales)}
-    return {**scales, "learnable": options["learnable"] == "fine"}
+    return {**scales, "learnable": options["learnable"]}
 
 
 def _selector(layers, model):
-    """Turns `layers=` into a predicate on supported layers."""
+    """Turns `layers=` into a predicate on `keras_wc.tree.Node`s."""
     if layers is None:
-        return lambda layer, path: True
+        return lambda node: True
     if callable(layers) and not isinstance(layers, type):
-        return lambda layer, path: bool(layers(layer))
+        return lambda node: bool(layers(node.layer))
     items = [layers] if isinstance(layers, (str, type)) else layers
     if not isinstance(items, (list, tuple, set, frozenset)) or not all(
         isinstance(item, (str, type)) for item in items
     ):
         raise TypeError(
-            "`layers` must be a layer name, a layer class, a list of names "
-            "and classes, or a predicate `fn(layer) -> bool`. "
+            "`layers` must be a layer name or path, a layer class, a list of "
+            "names and classes, or a predicate `fn(layer) -> bool`. "
             f"Received: layers={layers!r}"
         )
     names = {item for item in items if isinstance(item, str)}
     classes = tuple(item for item in items if isinstance(item, type))
-    known = {}
-    for path, layer in leaf_layers(model):
-        known[path] = layer.name
-    missing = sorted(
-        n for n in names if n not in known and n not in known.values()
-    )
+    paths = [node.path for node in tree.walk(model)]
+    known = set(paths) | {path.rsplit("/", 1)[-1] for path in paths}
+    missing = sorted(names - known)
     if missing:
+        shown = ", ".join(paths[:40]) + (", ..." if len(paths) > 40 else "")
         raise ValueError(
             f"`layers` names {missing} match no layer of model "
-            f"'{model.name}'. Its layers: {', '.join(known)}"
+            f"'{model.name}'. Its layers: {shown}"
         )
-    return lambda layer, path: (
-        path in names or layer.name in names or isinstance(layer, classes)
+
+    def select(node):
+        chain = node.ancestors + (node.layer,)
+        prefixes = node.path.split("/")
+        matched_paths = {
+            "/".join(prefixes[: i + 1]) for i in range(len(prefixes))
+        }
+        return (
+            bool(names & matched_paths)
+            or any(layer.name in names for layer in chain)
+            or any(isinstance(layer, classes) for layer in chain)
+        )
+
+    return select
+
+
+def _own_weights(layer):
+    return layer._trainable_variables + layer._non_trainable_variables
+
+
+def _kernel_holder(layer):
+    """The layer holding the kernels: the cell of a recurrent layer."""
+    if type(layer) in RECURRENT_LAYERS:
+        return layer.cell
+    return layer
+
+
+def _kernel_names(layer):
+    names = {v.name for v in _own_weights(_kernel_holder(layer))}
+    return tuple(name for name in KERNEL_NAMES if name in names)
+
+
+def _enter(node):
+    """Whether `_plan` looks inside a layer: not inside keras_wc layers,
+    nor inside a recurrent layer (which stands for its cell)."""
+    return not (
+        records.is_reparameterized(node.layer)
+        or type(node.layer) in RECURRENT_LAYERS
+        or isinstance(node.layer, SharedCompander)
     )
 
 
-def _decide(layer, path, registry, select):
+def _plan(model, registry, select):
+    """([(node, keras_wc class)] to convert, [ReportEntry] for all)."""
+    plan, entries = [], []
+    for node in tree.walk(model, enter=_enter):
+        layer = node.layer
+        target, reason = _decide(layer, node, registry, select)
+        if target is not None:
+            plan.append((node, target))
+        if target is not None or reason is not None:
+            entries.append(
+                ReportEntry(
+                    node.path,
+                    type(layer).__name__,
+                    _kernel_names(layer),
+                    target,
+                    reason,
+                )
+            )
+    return plan, entries
+
+
+def _decide(layer, node, registry, select):
     """(target class, None) to convert, (None, reason) or (None, None)."""
-    if isinstance(layer, ReparameterizedLayer):
+    if isinstance(layer, SharedCompander):
+        return None, None
+    if records.is_reparameterized(layer):
         return None, f"already reparameterized ({type(layer).__name__})"
     if type(layer) in registry:
-        if getattr(layer, "quantization_mode", None):
-            return None, f"quantized ({layer.quantization_mode})"
-        if not select(layer, path):
+        holder = _kernel_holder(layer)
+        if getattr(holder, "quantization_mode", None):
+            return None, f"quantized ({holder.quantization_mode})"
+        if not select(node):
             return None, "not selected by `layers=`"
         return registry[type(layer)], None
-    if not layer.weights:
+    if not _own_weights(layer):
         return None, None
     if isinstance(layer, _NORMALIZATION_LAYERS):
         return None, "normalization layer (never reparameterized)"
+    if isinstance(layer, keras.layers.Embedding):
+        return None, "embedding (a lookup table, not a kernel)"
+    parent = next((c for c in SUPPORTED_LAYERS if isinstance(layer, c)), None)
+    if parent is not None:
+        return None, (
+            f"a subclass of {parent.__name__} (it may hold other state; "
+            "only the exact Keras class is converted)"
+        )
     return None, "not a supported kernel layer"
 
 
 def _kernels(layer):
     """The layer's kernels as float32 numpy arrays, by kernel name."""
+    holder = _kernel_holder(layer)
     return {
-        name: ops.convert_to_numpy(getattr(layer, name)).astype("float32")
-        for name in KERNEL_NAMES
-        if getattr(layer, name, None) is not None
+        name: np.asarray(ops.convert_to_numpy(getattr(holder, name)), "float32")
+        for name in _kernel_names(layer)
     }
 
 
-def _check_range(layer_kernels, options):
+def _check_range(plan, options):
     compander, a = options["compander"], options["a"]
     if not hasattr(compander, "max_magnitude"):
         return
     bound_per_a = compander.max_magnitude(1.0)
     if not math.isfinite(bound_per_a):
         return
-    largest = {
-        path: max(float(np.max(np.abs(k))) for k in kernels.values())
-        for path, kernels in layer_kernels
-    }
+    largest = {}
+    for node, _ in plan:
+        kernels = _kernels(node.layer)
+        if kernels:
+            largest[node.path] = max(
+                float(np.max(np.abs(k))) if k.size else 0.0
+                for k in kernels.values()
+            )
     outside = {p: m for p, m in largest.items() if m >= a * bound_per_a}
     if not outside:
         return
@@ -552,30 +491,12 @@ def _check_range(layer_kernels, options):
     )
 
 
-def _new_reparameterized(layer, target, layer_kwargs):
-    config = layer.get_config()
-    # A LoRA adapter is merged: the kernel copied is `layer.kernel`.
-    config.pop("lora_rank", None)
-    config.pop("lora_alpha", None)
-    initializers = {k: config[k] for k in _INITIALIZER_KEYS if k in config}
-    new = target.from_config(
-        {**config, **{k: "zeros" for k in initializers}, **layer_kwargs}
-    )
-    new.build_from_config(layer.get_build_config())
-    for key, value in initializers.items():
-        setattr(new, key, keras.initializers.get(value))
-    return new
-
-
-def _copy_layer(layer, shared_copies):
-    """A new layer of the same class and config (weights not copied)."""
-    config = layer.get_config()
-    if isinstance(layer, CompanderMixin) and layer.shared is not None:
-        # One copy per SharedCompander, so coarse sharing survives.
-        key = id(layer.shared)
-        if key not in shared_copies:
-            shared_copies[key] = SharedCompander.from_config(
-                layer.shared.get_config()
-            )
-        config["shared"] = shared_copies[key]
-    return type(layer).from_config(config)
+def _reset_compiled_state(model):
+    """Makes a compiled model train the new variables: drops its traced
+    functions and rebuilds an optimizer that holds state for the old ones."""
+    if not getattr(model, "compiled", False):
+        return
+    tree.drop_traced_functions(model)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and optimizer.built:
+        model.optimizer = type(optimizer).from_config(optimizer.get_config())

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_wc import tree
 from keras_wc.folding import fold
 from keras_wc.validation import nearest_directory, path_argument
 
@@ -108,42 +109,55 @@ def export(model, path, format="tf_saved_model", *, overwrite=False):
 
 
 def _write(folded, format, artifact, keras_file):
-    if format == "tf_saved_model":
+    symbolic = _has_symbolic_inputs(folded)
+    if format == "tf_saved_model" and symbolic:
         _write_saved_model(folded, artifact)
+    elif format == "tf_saved_model":
+        # A subclassed model: Keras's exporter, which reads the signature
+        # from the model's first call.
+        _call_once(folded)
+        folded.export(artifact, verbose=False)
     else:
         # Keras's ONNX exporter only accepts a model that was called once.
-        folded(_zeros_like_inputs(folded))
+        if symbolic:
+            folded(_zeros_like_inputs(folded))
+        else:
+            _call_once(folded)
         with warnings.catch_warnings():
             # Keras's tf2onnx patch probes `np.object`, which NumPy 2 warns
             # about; nothing the user can act on.
             warnings.filterwarnings(
                 "ignore", message=".*np.object", category=FutureWarning
             )
-            folded.export(artifact, format="onnx", verbose=False)
+            folded.export(
+                artifact,
+                format="onnx",
+                verbose=False,
+            )
     folded.save(keras_file)
 
 
 def _check_model(model):
-    """`model` must be a built Sequential or Functional model: its symbolic
-    inputs give the serving signature."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "`keras_wc.export` expects a `keras.Model`. "
-            f"Received: model={model!r} of type {type(model).__name__}"
-        )
-    if not isinstance(model, (keras.Sequential, keras.Function)):
+    """`model` must be a built model; one without symbolic inputs (a
+    subclassed model) must have been called, so that Keras knows the
+    serving signature from its first call."""
+    tree.check_model(model, "export")
+    if not _has_symbolic_inputs(model) and not model._called:
         raise ValueError(
-            "`keras_wc.export` needs a Sequential or Functional model, "
-            "whose inputs define the serving signature. Received: a "
-            f"subclassed model of type {type(model).__name__}. Build it as "
-            "a Functional model (`keras.Model(inputs, outputs)`)."
+            "`keras_wc.export` needs the serving signature of a subclassed "
+            "model from its first call: call it on a batch of inputs first. "
+            f"Received: model '{model.name}' ({type(model).__name__}), "
+            "never called"
         )
-    if not model.built:
-        raise ValueError(
-            "`keras_wc.export` needs a built model. Give it a "
-            "`keras.Input`, or call it on data first. "
-            f"Received: unbuilt model '{model.name}'"
-        )
+
+
+def _has_symbolic_inputs(model):
+    """Whether the model has `keras.Input`s (Sequential, Functional and
+    their subclasses, such as keras-hub backbones)."""
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
 
 
 def _check_path(path):
@@ -323,6 +337,22 @@ def _write_saved_model(model, path):
     archive.track(model)
     archive.add_endpoint("serve", serve, input_signature=specs)
     archive.write_out(path, verbose=False)
+
+
+def _call_once(model):
+    """Calls a built subclassed model (the folded copy may never have been
+    called) on zeros of its build shape, batch size 1."""
+    if model._called:
+        return
+    shapes = model.get_build_config()["input_shape"]
+    model(
+        keras.tree.map_shape_structure(
+            lambda shape: np.zeros(
+                [1 if d is None else d for d in shape], "float32"
+            ),
+            shapes,
+        )
+    )
 
 
 def _zeros_like_inputs(model):

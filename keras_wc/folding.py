@@ -7,21 +7,26 @@ the weights it computes, so the result loads, serves and runs at the cost of
 the plain model, without keras_wc.
 """
 
-import json
-
 import keras
 import numpy as np
 from keras import ops
 
-from keras_wc.conversion import (
+from keras_wc import rebuilding, records, tree
+from keras_wc.layers.compander import SharedCompander
+from keras_wc.layers.layouts import (
+    KERNEL_LAYERS,
     SUPPORTED_LAYERS,
-    Cloner,
-    check_graph_model,
-    is_graph_model,
-    leaf_layers,
+    layout_of,
+    plain_parent,
 )
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
-from keras_wc.layers.reparameterized import KERNEL_NAMES, ReparameterizedLayer
+from keras_wc.layers.recurrent import RecurrentMixin
+from keras_wc.layers.reparameterized import (
+    KERNEL_NAMES,
+    ReparameterizedLayer,
+    set_class,
+    unlocked_tracking,
+)
 
 # The batch-norm stand-in for a mean-only batch norm that cannot be folded
 # into a bias: with moving variance 1 and this epsilon, rsqrt(1 + ε) is
@@ -29,44 +34,55 @@ from keras_wc.layers.reparameterized import KERNEL_NAMES, ReparameterizedLayer
 _EPSILON = 1e-12
 # Kernel layers whose bias is one value per channel on a single axis.
 _BIAS_PER_CHANNEL = tuple(
-    cls for cls in SUPPORTED_LAYERS if cls is not keras.layers.EinsumDense
+    cls
+    for cls in KERNEL_LAYERS
+    if cls is not keras.layers.EinsumDense and not layout_of(cls).recurrent
 )
 
 
-def fold(model):
-    """Returns a copy of `model` made of built-in Keras layers only.
+def fold(model, *, inplace=False):
+    """Turns a reparameterized model into built-in Keras layers only.
 
-    * Each WC, PP or WN layer becomes its Keras parent (`WCConv2D` becomes
-      `Conv2D`, ...), built from its config without the keras_wc arguments,
-      with `kernel = Ψ(v)` (or `g·v/‖v‖`) evaluated once.
-    * Each `MeanOnlyBatchNorm` is folded into the bias of the layer feeding
-      it, `bias ← bias − moving_mean + beta`, when that is exact: the
-      producer is a Dense or convolution layer without activation, called
-      once, whose output goes only to this batch norm, normalized along the
-      producer's channel axis (a bias is added if the producer had none).
-      The batch norm then disappears from the graph. Otherwise it becomes a
-      `keras.layers.BatchNormalization` with `scale=False`, moving variance 1
-      and `epsilon=1e-12`, which computes `x − moving_mean + beta` in float32.
-    * Every other layer is copied with its weights.
+    * Each WC, PP or WN layer, at any depth of the model's layer tree
+      (`keras_wc.tree`), becomes its Keras parent (`WCConv2D` becomes
+      `Conv2D`, `WCLSTM` becomes `LSTM`, ...) with `kernel = Ψ(v)` (or
+      `g·v/‖v‖`) evaluated once.
+    * Each `MeanOnlyBatchNorm` of a Sequential/Functional graph is folded
+      into the bias of the layer feeding it, `bias ← bias − moving_mean +
+      beta`, when that is exact: the producer is a Dense or convolution
+      layer without activation, called once, whose output goes only to this
+      batch norm, normalized along the producer's channel axis (a bias is
+      added if the producer had none). The batch norm then disappears from
+      the graph. Otherwise (and always with `inplace=True`) it becomes a
+      `keras.layers.BatchNormalization` with `scale=False`, moving variance
+      1 and `epsilon=1e-12`, which computes `x − moving_mean + beta` in
+      float32.
+    * Every other layer is kept (copied, by default) with its weights;
+      Keras operations in a Functional graph are kept as they are.
 
-    The result computes the inference function of `model` (outputs equal up to
-    float32 round-off) at the cost of the equivalent plain model, and loads
-    with `keras.saving.load_model` where keras_wc is not installed. It is
-    meant for inference: a batch-norm stand-in normalizes by the batch
-    variance in training mode. The input model is not modified.
+    The result computes the inference function of `model` (outputs equal up
+    to float32 round-off) at the cost of the equivalent plain model, and
+    loads with `keras.saving.load_model` where keras_wc is not installed. It
+    is meant for inference: a batch-norm stand-in normalizes by the batch
+    variance in training mode.
 
     Args:
-        model: a built `keras.Sequential` or Functional `keras.Model`
-            (nested models, shared layers and several inputs or outputs are
-            supported).
+        model: a built Keras model of any kind (Sequential, Functional,
+            subclassed, keras-hub backbones and tasks).
+        inplace: change `model` itself (its class, `call` and everything
+            holding it are kept) instead of a copy. A model that cannot be
+            rebuilt from its config can only be folded in place.
 
     Returns:
-        The folded, uncompiled model.
+        The folded model: `model` itself with `inplace=True`, else an
+        uncompiled copy.
 
     Raises:
         TypeError: `model` is not a Keras model.
-        ValueError: the model is subclassed or unbuilt, or keras_wc layers sit
-            inside a custom layer that `fold` cannot rebuild.
+        ValueError: the model is unbuilt, cannot be copied (without
+            `inplace=True`), or holds subclasses of keras_wc layers, which
+            `fold` cannot turn into built-in layers (checked before anything
+            changes).
 
     Example:
 
@@ -75,44 +91,96 @@ def fold(model):
     >>> folded = keras_wc.fold(model)  # doctest: +SKIP
     >>> folded.save("model.keras")  # loads with plain Keras  # doctest: +SKIP
     """
-    check_graph_model(model, "fold")
+    tree.check_model(model, "fold")
+    if not isinstance(inplace, bool):
+        raise TypeError(
+            f"`inplace` must be True or False. Received: inplace={inplace!r}"
+        )
+    _check_foldable(model)
+    if inplace:
+        return fold_in_place(model)
+    if not tree.is_graph_model(model):
+        return fold_in_place(rebuilding.copy_model(model))
     folds = _foldable_batch_norms(model)
     producers = {id(producer): mobn for mobn, producer in folds.values()}
+    copy_layer = rebuilding.LayerCopier()
 
     def make_layer(layer):
         if isinstance(layer, MeanOnlyBatchNorm):
             return _batch_norm_stand_in(layer)
-        plain_class = _plain_class(layer)
-        config = plain_class.get_config(layer)
-        if id(layer) in producers:
-            config["use_bias"] = True
-        return plain_class.from_config(config)
+        if records.is_reparameterized(layer) or id(layer) in producers:
+            plain_class = _plain_class(layer)
+            config = plain_class.get_config(layer)
+            if id(layer) in producers:
+                config["use_bias"] = True
+            return plain_class.from_config(config)
+        return fold_in_place(copy_layer(layer))
 
-    cloner = Cloner(make_layer, drop=folds.keys())
+    cloner = rebuilding.Cloner(make_layer, drop=folds.keys())
     folded = cloner.clone(model)
     for old, new in cloner.pairs:
         if isinstance(old, MeanOnlyBatchNorm):
             _fill_batch_norm_stand_in(old, new)
-        elif isinstance(old, ReparameterizedLayer) or id(old) in producers:
+        elif records.is_reparameterized(old) or id(old) in producers:
             _fill_kernel_layer(old, new, producers.get(id(old)))
-        else:
-            new.set_weights(old.get_weights())
-    _check_plain(folded)
     return folded
+
+
+def fold_in_place(layer):
+    """Folds every keras_wc layer below `layer` (and `layer` itself), in
+    place; see `fold`. Returns `layer`."""
+    if records.is_reparameterized(layer):
+        layer.release()
+    for node in records.reparameterized_nodes(layer):
+        node.layer.release()
+    for node in list(tree.walk(layer)):
+        if isinstance(node.layer, MeanOnlyBatchNorm):
+            _to_batch_norm_in_place(node.layer)
+    if isinstance(layer, MeanOnlyBatchNorm):
+        _to_batch_norm_in_place(layer)
+    # Nested models first: a model's record covers its nested ones.
+    for node in reversed(list(tree.walk(layer))):
+        records.sync(node.layer)
+    records.sync(layer)
+    return layer
+
+
+def _check_foldable(model):
+    """Raises, before anything changes, for keras_wc objects `fold` cannot
+    turn into built-in layers (subclasses of keras_wc layers)."""
+    known = (MeanOnlyBatchNorm, SharedCompander)
+    leftovers = [
+        f"'{node.path}' ({type(node.layer).__name__})"
+        for node in tree.walk(model)
+        if _is_keras_wc(type(node.layer))
+        and not (
+            type(node.layer) in known
+            or tree.is_recorded_model(node.layer)
+            or (
+                records.is_reparameterized(node.layer)
+                and type(node.layer).__module__.startswith("keras_wc.")
+            )
+        )
+    ]
+    if leftovers:
+        raise ValueError(
+            "keras_wc.fold turns keras_wc's own layers into built-in Keras "
+            "layers; these layers derive from keras_wc classes it cannot "
+            f"fold: {', '.join(leftovers)}."
+        )
+
+
+def _is_keras_wc(cls):
+    return any(
+        base.__module__.split(".")[0] == "keras_wc" for base in cls.__mro__
+    )
 
 
 def _plain_class(layer):
     """The built-in class a layer folds to (its own class if not keras_wc)."""
-    if not isinstance(layer, ReparameterizedLayer):
-        return type(layer)
-    for cls in type(layer).__mro__:
-        if cls in SUPPORTED_LAYERS:
-            return cls
-    raise ValueError(
-        f"keras_wc.fold: layer '{layer.name}' ({type(layer).__name__}) is "
-        "reparameterized but derives from none of the Keras layers fold "
-        f"knows: {', '.join(cls.__name__ for cls in SUPPORTED_LAYERS)}."
-    )
+    if records.is_reparameterized(layer):
+        return plain_parent(type(layer))
+    return type(layer)
 
 
 def _kernel_values(layer):
@@ -126,12 +194,15 @@ def _kernel_values(layer):
 
 
 def _fill_kernel_layer(old, new, mobn):
+    """Fills the plain layer `new` with the effective weights of `old`
+    (a recurrent layer's are its cell's), shifting the bias by `mobn`."""
+    holder = old.cell if isinstance(old, RecurrentMixin) else old
     values = {
         name: ops.convert_to_numpy(value)
-        for name, value in _kernel_values(old).items()
+        for name, value in _kernel_values(holder).items()
     }
-    if getattr(old, "bias", None) is not None:
-        values["bias"] = ops.convert_to_numpy(old.bias)
+    if getattr(holder, "bias", None) is not None:
+        values["bias"] = ops.convert_to_numpy(holder.bias)
     if mobn is not None:
         bias = values.get("bias", 0.0) - ops.convert_to_numpy(mobn.moving_mean)
         if mobn.beta is not None:
@@ -159,6 +230,38 @@ def _fill_batch_norm_stand_in(mobn, bn):
     bn.moving_variance.assign(ops.ones_like(bn.moving_variance))
     if mobn.beta is not None:
         bn.beta.assign(mobn.beta)
+
+
+def _to_batch_norm_in_place(mobn):
+    """Turns a built `MeanOnlyBatchNorm` into its batch-norm stand-in, in
+    place (same object, so every model and layer holding it sees it).
+
+    Its `beta` and `moving_mean` variables stay (at the positions a
+    `BatchNormalization` has them), a moving variance of ones is added
+    after them, the stand-in's attributes are taken from a newly built
+    stand-in and the mean-only batch norm's own attributes are removed.
+    """
+    stand_in = _batch_norm_stand_in(mobn)
+    stand_in.build(tuple(mobn.get_build_config()["input_shape"]))
+    base = set(vars(keras.layers.Layer()))
+    own = set(vars(mobn)) - base
+    wanted = set(vars(stand_in)) - base
+    variables = ("gamma", "beta", "moving_mean", "moving_variance")
+    set_class(mobn, keras.layers.BatchNormalization)
+    with unlocked_tracking(mobn):
+        moving_variance = mobn.add_weight(
+            name="moving_variance",
+            shape=tuple(stand_in.moving_variance.shape),
+            initializer="ones",
+            trainable=False,
+            autocast=False,
+        )
+    for name in own - wanted:
+        super(keras.layers.Layer, mobn).__delattr__(name)
+    for name in wanted - set(variables):
+        setattr(mobn, name, getattr(stand_in, name))
+    mobn.gamma = None
+    mobn.moving_variance = moving_variance
 
 
 def _foldable_batch_norms(model):
@@ -199,7 +302,7 @@ class _GraphScan:
 
     def _count(self, layer, calls):
         self.calls[id(layer)] = self.calls.get(id(layer), 0) + calls
-        if is_graph_model(layer):
+        if tree.is_graph_model(layer):
             self.visit(layer)
 
     def _visit_sequential(self, model):
@@ -214,7 +317,7 @@ class _GraphScan:
         # The Functional config is the public description of the graph: each
         # layer's calls ("inbound_nodes") name the tensors they consume as
         # [layer name, node index, tensor index].
-        config = model.get_config()
+        config = tree.plain_class(model).get_config(model)
         uses = {}
         for layer_config in config["layers"]:
             for node in layer_config["inbound_nodes"]:
@@ -222,14 +325,17 @@ class _GraphScan:
                     uses[ref] = uses.get(ref, 0) + 1
         for ref in _output_refs(config["output_layers"]):
             uses[ref] = uses.get(ref, 0) + 1
+        # Operations (slicing, `keras.ops.*`) are in the graph too, and are
+        # not layers `get_layer` would find.
+        by_name = {operation.name: operation for operation in model.operations}
         for layer_config in config["layers"]:
-            layer = model.get_layer(layer_config["name"])
+            layer = by_name[layer_config["name"]]
             nodes = layer_config["inbound_nodes"]
             self._count(layer, len(nodes))
             if isinstance(layer, MeanOnlyBatchNorm) and len(nodes) == 1:
                 refs = _tensor_refs(nodes[0])
                 if len(refs) == 1:
-                    producer = model.get_layer(refs[0][0])
+                    producer = by_name[refs[0][0]]
                     self.candidates.append(
                         (layer, producer, _rank(layer), uses[refs[0]])
                     )
@@ -284,26 +390,3 @@ def _bias_absorbs(producer, mobn, rank):
         return False
     channels_first = getattr(producer, "data_format", None) == "channels_first"
     return mobn.axis % rank == (1 if channels_first else rank - 1)
-
-
-def _check_plain(model):
-    leftovers = [
-        f"'{path}' ({type(layer).__name__})"
-        for path, layer in leaf_layers(model)
-        if _uses_keras_wc(layer)
-    ]
-    if leftovers:
-        raise ValueError(
-            "keras_wc.fold turns keras_wc layers into built-in layers when "
-            "they sit in a Sequential or Functional model; these layers "
-            f"hold keras_wc objects it cannot reach: {', '.join(leftovers)}. "
-            "Build them from keras_wc layers directly in a Functional model."
-        )
-
-
-def _uses_keras_wc(layer):
-    sublayers = layer._flatten_layers(include_self=True, recursive=True)
-    return any(
-        type(sublayer).__module__.split(".")[0] == "keras_wc"
-        for sublayer in sublayers
-    ) or "keras_wc" in json.dumps(keras.saving.serialize_keras_object(layer))

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_wc import tree
 from keras_wc.layers.weight_norm import init_pass
 
 
@@ -121,6 +122,10 @@ def initialize(model, data, *, num_samples=None):
         outputs = model(x, training=False)
         # Raising here makes `init_pass` restore every assigned variable.
         _check_pass(model, state.layers, outputs, x)
+    if state.layers:
+        # A function traced before the init (whose trace may have stopped
+        # at the "not initialized" error) must not be reused.
+        tree.drop_traced_functions(model)
     return [layer.name for layer in state.layers]
 
 

@@ -10,6 +10,7 @@ import functools
 import keras
 import numpy as np
 
+from keras_wc import tree
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
 
 L = keras.layers
@@ -149,6 +150,18 @@ def resnet50():
 
 
 APPLICATIONS = {"mobilenet_v2": mobilenet_v2, "resnet50": resnet50}
+
+
+def leaf_layers(model):
+    """(path, layer) for every layer of a model's Sequential/Functional
+    graphs at any depth (nested graph models entered, not listed)."""
+    return [
+        (node.path, node.layer)
+        for node in tree.walk(
+            model, enter=lambda node: tree.is_graph_model(node.layer)
+        )
+        if not tree.is_graph_model(node.layer)
+    ]
 
 
 def build(name, seed=0):

@@ -7,13 +7,16 @@ import architectures
 import keras
 import numpy as np
 import pytest
+from architectures import leaf_layers
 
 from keras_wc import companders
-from keras_wc.conversion import SUPPORTED_LAYERS, convert, leaf_layers
+from keras_wc.conversion import convert
 from keras_wc.initialization import initialize
 from keras_wc.layers import wc, wn
 from keras_wc.layers.compander import SharedCompander
+from keras_wc.layers.layouts import SUPPORTED_LAYERS
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
+from keras_wc.layers.recurrent import RecurrentMixin
 from keras_wc.layers.reparameterized import ReparameterizedLayer
 
 METHODS = ("wc", "pp", "wn")
@@ -86,7 +89,7 @@ def test_every_supported_layer_has_a_wc_and_a_wn_class():
         for module, prefix in ((wc, "WC"), (wn, "WN")):
             target = getattr(module, prefix + cls.__name__)
             assert issubclass(target, cls)
-            assert issubclass(target, ReparameterizedLayer)
+            assert issubclass(target, (ReparameterizedLayer, RecurrentMixin))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -193,7 +196,9 @@ def test_learnable_fine_gives_every_layer_its_own_scales():
         for _, layer in leaf_layers(converted)
         if isinstance(layer, ReparameterizedLayer)
     ]
-    assert all(layer.learnable and layer.shared is None for layer in layers)
+    assert all(
+        layer.learnable == "fine" and layer.shared is None for layer in layers
+    )
     names = [v.path.split("/")[-1] for v in converted.trainable_variables]
     assert names.count("a") == names.count("b") == len(layers)
 
@@ -309,8 +314,11 @@ def test_unsupported_and_subclassed_kernel_layers_are_skipped():
     _, report = convert(keras.Model(inputs, outputs), return_report=True)
     assert [e.path for e in report.converted] == ["fc"]
     reasons = {e.path: e.reason for e in report.skipped}
-    assert reasons["embedding"] == "not a supported kernel layer"
-    assert reasons["mine"] == "not a supported kernel layer"
+    assert reasons["embedding"] == "embedding (a lookup table, not a kernel)"
+    assert reasons["mine"] == (
+        "a subclass of Dense (it may hold other state; only the exact Keras "
+        "class is converted)"
+    )
 
 
 def test_report_is_a_table_and_is_logged(caplog):
@@ -320,13 +328,18 @@ def test_report_is_a_table_and_is_logged(caplog):
     text = str(report)
     assert text.splitlines()[0] == (
         'keras_wc.convert(method="wc", a=2.0, b=1.0, compander="arctan", '
-        "learnable=False): 1 layer(s) converted, 2 skipped"
+        'learnable="none"): 1 of 2 kernel(s) converted, in 1 layer(s); '
+        "2 layer(s) skipped"
     )
-    assert "logits  Dense               -> WCDense" in text
-    assert "conv    Conv2D              skipped: not selected by `layers=`" in (
-        text
-    )
-    assert "bn      BatchNormalization  skipped: normalization layer" in text
+    assert "logits  Dense                     1  -> WCDense" in text
+    assert (
+        "conv    Conv2D                    1  skipped: not selected by "
+        "`layers=`"
+    ) in text
+    assert (
+        "bn      BatchNormalization        0  skipped: normalization layer"
+    ) in text
+    assert (report.kernels, report.converted_kernels) == (2, 1)
     assert text in caplog.text
     assert report.options["a"] == 2.0
     assert report.converted[0].target is wc.WCDense
@@ -391,7 +404,7 @@ def test_the_result_is_uncompiled():
         ("wn", {"data_init": True}, ValueError, r"Valid options: init_scale"),
         ("wc", {"a": 0.0}, ValueError, r"`a` must be a finite number > 0"),
         ("wc", {"b": "1"}, TypeError, r"`b` must be a positive number"),
-        ("wc", {"learnable": True}, ValueError, r"`learnable` must be False"),
+        ("wc", {"learnable": "yes"}, ValueError, r"`learnable` must be False"),
         ("wc", {"compander": "tanh"}, ValueError, r"Unknown compander 'tanh'"),
         ("pp", {"alpha": 0.5}, ValueError, r"`alpha` must be a finite number"),
         ("wn", {"init_scale": -1}, ValueError, r"`init_scale` must be a"),
@@ -409,8 +422,8 @@ def test_a_non_model_raises(model):
         convert(model)
 
 
-def test_a_subclassed_model_is_refused_with_what_to_do():
-    class Classifier(keras.Model):
+def test_a_model_that_cannot_be_copied_asks_for_inplace():
+    class Classifier(keras.Model):  # not registered: cannot be rebuilt
         def __init__(self):
             super().__init__()
             self.dense = keras.layers.Dense(2)
@@ -419,13 +432,18 @@ def test_a_subclassed_model_is_refused_with_what_to_do():
             return self.dense(x)
 
     model = Classifier()
-    model(np.ones((1, 3), "float32"))
+    x = np.ones((1, 3), "float32")
+    expected = np.asarray(model(x))
     with pytest.raises(
         ValueError,
-        match=r"subclassed model of type Classifier\. Build it as a "
-        r"Functional model, or use the keras_wc layer classes",
+        match=r"'classifier' \(Classifier\) cannot be copied: .*Pass "
+        r"`inplace=True` to change the model itself\.",
     ):
         convert(model)
+    assert type(model.dense) is keras.layers.Dense
+    assert convert(model, inplace=True) is model
+    assert type(model.dense) is wc.WCDense
+    np.testing.assert_allclose(model(x), expected, rtol=1e-6, atol=1e-7)
 
 
 def test_an_unbuilt_model_raises():

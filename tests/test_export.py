@@ -222,13 +222,20 @@ def test_unknown_format_raises():
         export_lib.export(model, "unused", format="tflite")
 
 
-def test_a_subclassed_model_raises():
+def test_a_subclassed_model_never_called_raises(tmp_path):
     class Model(keras.Model):
-        def call(self, x):
-            return x
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
 
-    with pytest.raises(ValueError, match="subclassed model"):
-        export_lib.export(Model(), "unused")
+        def call(self, x):
+            return self.dense(x)
+
+    model = Model()
+    model.build((None, 3))  # built, but no call gave the serving signature
+    with pytest.raises(ValueError, match=r"call it on a batch of inputs"):
+        export_lib.export(model, tmp_path / "serve" / "1")
+    assert not (tmp_path / "serve").exists()
 
 
 @pytest.mark.slow

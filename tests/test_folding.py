@@ -11,8 +11,9 @@ import architectures
 import keras
 import numpy as np
 import pytest
+from architectures import leaf_layers
 
-from keras_wc.conversion import convert, leaf_layers
+from keras_wc.conversion import convert
 from keras_wc.folding import fold
 from keras_wc.layers import wc
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
@@ -322,12 +323,12 @@ def _leaf(model, name):
     return layer
 
 
-def test_keras_wc_layers_inside_a_custom_layer_are_refused():
+def test_keras_wc_layers_inside_a_custom_layer_are_folded(tmp_path):
     @keras.saving.register_keras_serializable(package="tests")
-    class Block(L.Layer):
+    class Block(L.Layer):  # builds a keras_wc layer in its own code
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.dense = wc.WCDense(3)
+            self.dense = wc.WCDense(3, a=1.0, b=0.6)
 
         def build(self, input_shape):
             self.dense.build(input_shape)
@@ -337,10 +338,19 @@ def test_keras_wc_layers_inside_a_custom_layer_are_refused():
 
     x = keras.Input((4,))
     model = keras.Model(x, Block(name="block")(x))
-    with pytest.raises(
-        ValueError, match=r"cannot reach: 'block' \(Block\)\. Build them"
-    ):
-        fold(model)
+    inputs = np.random.default_rng(0).standard_normal((3, 4)).astype("f4")
+    expected = np.asarray(model(inputs))
+    folded = fold(model)
+    block = folded.get_layer("block")
+    assert type(block.dense) is keras.layers.Dense
+    assert isinstance(model.get_layer("block").dense, wc.WCDense)
+    np.testing.assert_allclose(folded(inputs), expected, rtol=1e-6)
+    # Block's code builds a WCDense again when loading: the folded model
+    # records that its Dense was released, and loads as it was saved.
+    folded.save(tmp_path / "folded.keras")
+    loaded = keras.saving.load_model(tmp_path / "folded.keras")
+    assert type(loaded.get_layer("block").dense) is keras.layers.Dense
+    np.testing.assert_array_equal(loaded(inputs), folded(inputs))
 
 
 def test_a_non_model_raises():
@@ -348,12 +358,12 @@ def test_a_non_model_raises():
         fold(wc.WCDense(2))
 
 
-def test_a_subclassed_model_raises():
+def test_an_unbuilt_model_raises():
     class Model(keras.Model):
         def call(self, x):
             return x
 
-    with pytest.raises(ValueError, match="subclassed model of type Model"):
+    with pytest.raises(ValueError, match="`keras_wc.fold` needs a built"):
         fold(Model())
 
 

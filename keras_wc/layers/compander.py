@@ -12,8 +12,8 @@ import tensorflow as tf
 from keras import ops
 
 from keras_wc import companders as companders_lib
-from keras_wc.layers.reparameterized import ReparameterizedLayer
-from keras_wc.validation import positive_number
+from keras_wc.layers.reparameterized import RAW_NAMES, ReparameterizedLayer
+from keras_wc.validation import learnable_mode, positive_number
 
 # Learnable a and b are projected back to [MIN_SCALE, ∞) after every
 # optimizer update, and the forward pass reads max(a, MIN_SCALE).
@@ -157,9 +157,20 @@ class CompanderMixin(ReparameterizedLayer):
     """Reparameterizes every kernel of the layer as `w = Ψ(v)`.
 
     See `WCDense` for the arguments. Fixed `a, b` are Python floats;
-    `learnable=True` makes them trainable scalars of this layer ("fine");
+    `learnable=True` (or `"fine"`) makes them trainable scalars of this layer;
     `shared=SharedCompander(...)` shares them across layers ("coarse").
     """
+
+    _OPTION_NAMES = ("a", "b", "compander", "learnable", "shared")
+    _OPTION_ATTRIBUTES = (
+        "initial_a",
+        "initial_b",
+        "compander",
+        "learnable",
+        "shared",
+        "_a",
+        "_b",
+    )
 
     def __init__(
         self,
@@ -172,46 +183,96 @@ class CompanderMixin(ReparameterizedLayer):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        owner = f"{type(self).__name__} '{self.name}'"
+        self._set_options(
+            self._parse_options(
+                self,
+                a=a,
+                b=b,
+                compander=compander,
+                learnable=learnable,
+                shared=shared,
+            )
+        )
+
+    @classmethod
+    def _parse_options(
+        cls,
+        layer,
+        a=1.0,
+        b=1.0,
+        compander="arctan",
+        learnable=False,
+        shared=None,
+    ):
+        owner = f"{cls.__name__} '{layer.name}'"
         if isinstance(shared, dict):
             shared = keras.saving.deserialize_keras_object(shared)
+        mode = learnable_mode(learnable, owner)
         if shared is not None:
             if not isinstance(shared, SharedCompander):
                 raise TypeError(
                     f"{owner}: `shared` must be a keras_wc.SharedCompander. "
                     f"Received: shared={shared!r}"
                 )
-            if (a, b, compander, learnable) != (1.0, 1.0, "arctan", False):
+            if (a, b, compander) != (1.0, 1.0, "arctan") or mode == "fine":
                 raise ValueError(
                     f"{owner}: with `shared`, a, b and the compander come "
-                    "from the SharedCompander; leave `a`, `b`, `compander` "
-                    "and `learnable` at their defaults."
+                    "from the SharedCompander; leave `a`, `b` and "
+                    "`compander` at their defaults and `learnable` at False "
+                    "or 'coarse'. Received: "
+                    f"a={a!r}, b={b!r}, compander={compander!r}, "
+                    f"learnable={learnable!r}"
                 )
-        if not isinstance(learnable, bool):
-            raise TypeError(
-                f"{owner}: `learnable` must be True or False (use "
-                "`shared=SharedCompander(...)` for the coarse version). "
-                f"Received: learnable={learnable!r}"
+            mode = "coarse"
+        elif mode == "coarse":
+            raise ValueError(
+                f"{owner}: learnable='coarse' shares one (a, b) between "
+                "layers: pass the same `shared=keras_wc.SharedCompander(...)` "
+                "to each of them (or use `keras_wc.convert(model, "
+                "learnable='coarse')`). Received: learnable='coarse', "
+                "shared=None"
             )
-        self.initial_a = positive_number("a", a, owner)
-        self.initial_b = positive_number("b", b, owner)
-        self.compander = (
-            shared.compander if shared else companders_lib.get(compander)
-        )
-        self.learnable = learnable
-        self.shared = shared
+        return {
+            "a": positive_number("a", a, owner),
+            "b": positive_number("b", b, owner),
+            "compander": (
+                shared.compander if shared else companders_lib.get(compander)
+            ),
+            "learnable": mode,
+            "shared": shared,
+        }
+
+    def _set_options(self, options):
+        self.initial_a = options["a"]
+        self.initial_b = options["b"]
+        self.compander = options["compander"]
+        self.learnable = options["learnable"]
+        self.shared = options["shared"]
+
+    def reparameterization_config(self):
+        return {
+            "a": self.initial_a,
+            "b": self.initial_b,
+            "compander": companders_lib.serialize(self.compander),
+            "learnable": self.learnable,
+            "shared": (
+                _serialize_shared(self.shared)
+                if self.shared is not None
+                else None
+            ),
+        }
 
     @property
     def is_learnable(self):
         """Whether `a` and `b` are trained (fine or coarse)."""
-        return self.learnable or self.shared is not None
+        return self.learnable != "none"
 
     @property
     def a(self):
         """Current `a`: a float when fixed, a scalar tensor when learnable."""
         if self.shared is not None:
             return self.shared.a
-        if self.learnable:
+        if self.learnable == "fine":
             return ops.maximum(self._a, MIN_SCALE)
         return self.initial_a
 
@@ -220,33 +281,34 @@ class CompanderMixin(ReparameterizedLayer):
         """Current `b`: a float when fixed, a scalar tensor when learnable."""
         if self.shared is not None:
             return self.shared.b
-        if self.learnable:
+        if self.learnable == "fine":
             return ops.maximum(self._b, MIN_SCALE)
         return self.initial_b
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        if self.learnable:
+    def _build_reparameterization(self):
+        if self.learnable == "fine":
             self._a = _add_scale(self, "a", self.initial_a)
             self._b = _add_scale(self, "b", self.initial_b)
 
+    def _extra_variables(self):
+        return [self._a, self._b] if self.learnable == "fine" else []
+
     def _current_scales(self):
         """The current (a, b) as Python floats (eager)."""
-        if self.learnable and not hasattr(self, "_a"):
+        if self.learnable == "fine" and not hasattr(self, "_a"):
             return self.initial_a, self.initial_b  # still building
         return tuple(float(ops.convert_to_numpy(s)) for s in (self.a, self.b))
 
     def _create_kernel(self, name, shape, initializer, regularizer, constraint):
         a, b = self._current_scales()
-        if regularizer is not None and not self.is_learnable:
-            # Eq. 5: with fixed a, b the weight decay acts on w = Ψ(v); it is
-            # added in `call`, on the Ψ(v) of the forward pass.
-            self._call_regularizers[name] = regularizer
-            regularizer = None
+        if not self.is_learnable:
+            # Eq. 5: with fixed a, b the weight decay acts on w = Ψ(v).
+            regularizer = self._effective_regularizer(name, regularizer)
         if constraint is not None:
             constraint = _ConstrainEffective(constraint, self)
         variable = self._add_raw_weight(
-            name=name.replace("kernel", "v"),
+            name,
+            name=RAW_NAMES[name],
             shape=shape,
             initializer=_InverseInitializer(
                 initializer, self.compander, a, b, self.name
@@ -261,12 +323,20 @@ class CompanderMixin(ReparameterizedLayer):
     def _effective_kernel(self, name):
         return self.forward(self._raw_kernels[name])
 
-    def _assign_kernel(self, name, value):
-        a, _ = self._current_scales()
-        check_in_range(
-            ops.convert_to_numpy(value), self.compander, a, self.name
-        )
-        self._raw_kernels[name].assign(self.inverse(value))
+    def _raw_values(self, name, value):
+        a, b = self._current_scales()
+        return [_inverse(self.compander, a, b, value, self.name)]
+
+    @classmethod
+    def _raw_values_for(cls, layer, options, name, value):
+        shared = options["shared"]
+        if shared is not None:
+            a, b = (
+                float(ops.convert_to_numpy(s)) for s in (shared.a, shared.b)
+            )
+        else:
+            a, b = options["a"], options["b"]
+        return [_inverse(options["compander"], a, b, value, layer.name)]
 
     def forward(self, v):
         """Ψ(v) in float32 with the layer's current a, b."""
@@ -291,22 +361,16 @@ class CompanderMixin(ReparameterizedLayer):
             self.compander, ops.cast(v, "float32"), self.a, self.b
         )
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "a": self.initial_a,
-                "b": self.initial_b,
-                "compander": companders_lib.serialize(self.compander),
-                "learnable": self.learnable,
-                "shared": (
-                    _serialize_shared(self.shared)
-                    if self.shared is not None
-                    else None
-                ),
-            }
-        )
-        return config
+
+def _inverse(compander, a, b, value, layer_name):
+    """Ψ⁻¹(value) as a float32 array, after the range check."""
+    check_in_range(value, compander, a, layer_name)
+    return np.asarray(
+        ops.convert_to_numpy(
+            compander.inverse(ops.convert_to_tensor(value, "float32"), a, b)
+        ),
+        "float32",
+    )
 
 
 def _serialize_shared(shared):

@@ -1,34 +1,54 @@
 """The one reparameterization mechanism shared by WC, PP and WN layers.
 
-A reparameterized layer is a Keras kernel layer (`Dense`, `Conv2D`, ...) whose
-kernel variable(s) are replaced by raw trainable variables, the effective
-kernel being recomputed from them in float32 on every read, in the compute
-path. The mechanism hooks the parent class at two public points:
+A reparameterized layer is a Keras kernel layer (`Dense`, `Conv2D`,
+`LSTMCell`, ...) whose kernel variable(s) are replaced by raw trainable
+variables, the effective kernel being recomputed from them in float32 in the
+compute path. The mechanism hooks the parent class at two public points:
 
-* `add_weight`: when the parent's `build` asks for a kernel
-  (`kernel`, `depthwise_kernel`, `pointwise_kernel`), the subclass creates its
-  raw variables instead (`_create_kernel`) and the raw variable is handed
-  back, so the parent's `build` runs unchanged;
-* the kernel attributes: `kernel`, `depthwise_kernel` and `pointwise_kernel`
-  are properties returning the effective kernel (`_effective_kernel`), so the
-  parent's own `call` applies it.
+* `add_weight`: when the parent's `build` asks for a kernel (the names in
+  the layer's `Layout`), the subclass creates its raw variables instead
+  (`_create_kernel`) and the raw variable is handed back, so the parent's
+  `build` runs unchanged;
+* the kernel attributes: `kernel`, `depthwise_kernel`, `pointwise_kernel`
+  and `recurrent_kernel` are properties returning the effective kernel, so
+  the parent's own `call` applies it.
 
-Nothing is ever assigned to a kernel variable in the forward pass and the
-effective kernel is never cached on the layer. Saving stores the raw
+Each call of the layer is one scope: the first read of a kernel in the call
+computes it (and its weight-decay penalty, added once with `add_loss`), and
+later reads in the same call reuse it, however often the parent reads its
+kernel. Nothing is ever assigned to a kernel variable in the forward pass
+and nothing is kept on the layer between calls. Saving stores the raw
 variables (the parents' `save_own_variables` would store the effective
 kernel and load it into the raw variable).
+
+A built or unbuilt instance of the plain Keras layer becomes a
+reparameterized one in place with `adopt` (its variables are replaced at
+the same positions, so that it saves exactly as a newly built layer of the
+keras_wc class), and turns back into the plain layer with `release`.
 """
 
+import contextlib
+
 import keras
+import numpy as np
 from keras import ops
 
-KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+from keras_wc.layers.layouts import layout_of, plain_parent
+
+KERNEL_NAMES = (
+    "kernel",
+    "depthwise_kernel",
+    "pointwise_kernel",
+    "recurrent_kernel",
+)
 # The raw variable that stands for each kernel: `v` for `kernel`,
-# `depthwise_v` / `pointwise_v` for a separable convolution.
+# `depthwise_v` / `pointwise_v` for a separable convolution, `recurrent_v`
+# for the recurrent kernel of a cell.
 RAW_NAMES = {
     "kernel": "v",
     "depthwise_kernel": "depthwise_v",
     "pointwise_kernel": "pointwise_v",
+    "recurrent_kernel": "recurrent_v",
 }
 
 
@@ -59,7 +79,27 @@ DOC_EXAMPLES = {
     keras.layers.DepthwiseConv2D: ("3", "(2, 10, 10, 4)", "(2, 8, 8, 4)"),
     keras.layers.SeparableConv1D: ("16, 3", "(2, 10, 4)", "(2, 8, 16)"),
     keras.layers.SeparableConv2D: ("16, 3", "(2, 10, 10, 4)", "(2, 8, 8, 16)"),
+    keras.layers.LSTMCell: ("16", "(2, 8)", "(2, 16)"),
+    keras.layers.GRUCell: ("16", "(2, 8)", "(2, 16)"),
+    keras.layers.SimpleRNNCell: ("16", "(2, 8)", "(2, 16)"),
+    keras.layers.LSTM: ("16", "(2, 5, 8)", "(2, 16)"),
+    keras.layers.GRU: ("16", "(2, 5, 8)", "(2, 16)"),
+    keras.layers.SimpleRNN: ("16", "(2, 5, 8)", "(2, 16)"),
 }
+
+
+def doc_call(parent, input_shape):
+    """The docstring example's call line for a layer of class `parent`
+    (a recurrent cell takes and returns its states too)."""
+    x = f"keras.random.normal({input_shape})"
+    if parent not in (
+        keras.layers.LSTMCell,
+        keras.layers.GRUCell,
+        keras.layers.SimpleRNNCell,
+    ):
+        return f"y = layer({x})"
+    states = 2 if parent is keras.layers.LSTMCell else 1
+    return f"y, states = layer({x}, [keras.ops.zeros((2, 16))] * {states})"
 
 
 def _kernel_property(name):
@@ -69,13 +109,14 @@ def _kernel_property(name):
                 f"Layer '{self.name}' has no `{name}` yet: build the layer "
                 "(call it on an input) before reading it."
             )
-        regularizer = self._call_regularizers.get(name)
-        if regularizer is not None and self._in_call:
-            kernel, penalty = self._kernel_and_penalty(name, regularizer)
-            self.add_loss(penalty)
-        else:
-            kernel = self._effective_kernel(name)
-        return ops.cast(kernel, self.compute_dtype)
+        cache = self._kernel_cache
+        if cache is None:
+            return ops.cast(self._effective_kernel(name), self.compute_dtype)
+        if name not in cache:
+            cache[name] = ops.cast(
+                self._kernel_for_call(name), self.compute_dtype
+            )
+        return cache[name]
 
     def setter(self, value):
         # The parent's `build` stores what `add_weight` returned, i.e. the
@@ -113,47 +154,96 @@ def _raw_property(name):
     )
 
 
+class EffectiveRegularizer:
+    """A kernel regularizer applied to the effective kernel of a layer.
+
+    Attached to the raw variable of a recurrent cell, whose kernels are read
+    once per time step inside its RNN's loop, where a penalty cannot be
+    added: Keras evaluates it once per step, outside the loop.
+    """
+
+    def __init__(self, regularizer, layer, name):
+        self.regularizer = regularizer
+        self.layer = layer
+        self.name = name
+
+    def __call__(self, _):
+        return self.regularizer(self.layer._effective_kernel(self.name))
+
+
 class ReparameterizedLayer:
     """Mixin for a Keras kernel layer with reparameterized kernel(s).
 
     Put it first in the bases: `class WCDense(CompanderMixin, Dense)`.
     Subclasses implement:
 
+    * `_parse_options(layer, **options)` (a classmethod): validate the
+      method's options against `layer` (the plain layer, or the new
+      instance) without changing anything, and return them normalized;
+    * `_set_options(options)`: store the normalized options;
+    * `reparameterization_config()`: the options, as in `get_config`;
     * `_create_kernel(name, shape, initializer, regularizer, constraint)`:
-      create the raw variable(s) for one kernel with `_add_raw_weight` and
+      create the raw variable(s) of one kernel with `_add_raw_weight` and
       return the variable that stands for the kernel;
+    * `_build_reparameterization()`: the variables created after the
+      parent's `build` (e.g. learnable `a, b`);
     * `_effective_kernel(name)`: the effective kernel as a float32 tensor;
-    * `_assign_kernel(name, value)`: set the raw variables so that the
-      effective kernel is `value` (the right inverse).
+    * `_raw_values(name, value)`: the raw variables' values giving the
+      effective kernel `value` (the right inverse); raises `ValueError` for
+      a value the reparameterization cannot represent.
     """
+
+    # The instance attributes `_set_options` and `_build_reparameterization`
+    # add, removed by `release`.
+    _OPTION_ATTRIBUTES = ()
 
     kernel = _kernel_property("kernel")
     depthwise_kernel = _kernel_property("depthwise_kernel")
     pointwise_kernel = _kernel_property("pointwise_kernel")
+    recurrent_kernel = _kernel_property("recurrent_kernel")
     v = _raw_property("kernel")
     depthwise_v = _raw_property("depthwise_kernel")
     pointwise_v = _raw_property("pointwise_kernel")
+    recurrent_v = _raw_property("recurrent_kernel")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if getattr(self, "lora_rank", None):
-            raise ValueError(
-                f"Layer '{self.name}': LoRA is not supported on a "
-                "reparameterized kernel. `keras_wc.fold` the model first. "
-                f"Received: lora_rank={self.lora_rank}"
-            )
-        if getattr(self, "quantization_mode", None):
-            raise ValueError(
-                f"Layer '{self.name}': quantized dtype policies are not "
-                "supported on a reparameterized kernel. `keras_wc.fold` the "
-                "model, then quantize it."
-            )
+        _check_plain_features(self)
+        self._init_mechanism()
+
+    def _init_mechanism(self):
         self._raw_kernels = {}
+        # Per kernel: the variables created for it, the standing one first.
+        self._raw_groups = {}
+        # Per kernel: (initializer, regularizer, constraint) of the plain
+        # layer's kernel, for `release`.
+        self._kernel_specs = {}
         # Regularizers of the effective kernel, evaluated on the kernel the
-        # forward pass computes (one evaluation of the reparameterization per
-        # step instead of a second one for the penalty).
+        # call computes (one evaluation of the reparameterization per step
+        # instead of a second one for the penalty).
         self._call_regularizers = {}
-        self._in_call = False
+        # Set on every call: bypasses attribute tracking.
+        object.__setattr__(self, "_kernel_cache", None)
+
+    @classmethod
+    def _parse_options(cls, layer, **options):
+        raise NotImplementedError
+
+    def _set_options(self, options):
+        raise NotImplementedError
+
+    def reparameterization_config(self):
+        """The keras_wc arguments of the layer (the rest of its config is
+        the Keras parent's)."""
+        raise NotImplementedError
+
+    def get_config(self):
+        return {**super().get_config(), **self.reparameterization_config()}
+
+    @property
+    def layout(self):
+        """The `Layout` of the layer's kernels."""
+        return layout_of(self)
 
     @property
     def raw_kernels(self):
@@ -162,31 +252,89 @@ class ReparameterizedLayer:
 
     def add_weight(self, *args, **kwargs):
         name = kwargs.get("name")
-        if name not in KERNEL_NAMES or args:
+        if name not in self.layout.kernels or args:
             return super().add_weight(*args, **kwargs)
+        initializer = keras.initializers.get(kwargs.get("initializer"))
+        regularizer = keras.regularizers.get(kwargs.get("regularizer"))
+        constraint = keras.constraints.get(kwargs.get("constraint"))
+        return self._add_kernel(
+            name, tuple(kwargs["shape"]), initializer, regularizer, constraint
+        )
+
+    def _add_kernel(self, name, shape, initializer, regularizer, constraint):
+        self._kernel_specs[name] = (initializer, regularizer, constraint)
+        self._raw_groups[name] = []
         variable = self._create_kernel(
-            name,
-            shape=tuple(kwargs["shape"]),
-            initializer=keras.initializers.get(kwargs.get("initializer")),
-            regularizer=keras.regularizers.get(kwargs.get("regularizer")),
-            constraint=keras.constraints.get(kwargs.get("constraint")),
+            name, shape, initializer, regularizer, constraint
         )
         self._raw_kernels[name] = variable
         return variable
 
+    def _effective_regularizer(self, name, regularizer):
+        """Routes a regularizer meant for the effective kernel `name`.
+
+        Returns what to attach to the raw variable: nothing, as the penalty
+        is computed on the kernel of each call (`call_scope`); or, for a
+        recurrent cell, an `EffectiveRegularizer`, evaluated by Keras once per
+        training step, outside the RNN's loop.
+        """
+        if regularizer is None:
+            return None
+        if self.layout.recurrent:
+            return EffectiveRegularizer(regularizer, self, name)
+        self._call_regularizers[name] = regularizer
+        return None
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_reparameterization()
+
+    def _build_reparameterization(self):
+        pass
+
     # `__call__`, not `call`: Keras reads the parent's `call` signature
     # (input names, `training`), which an override with *args would hide.
     def __call__(self, *args, **kwargs):
-        self._in_call = True
-        try:
+        with self.call_scope(precompute=False):
             return super().__call__(*args, **kwargs)
-        finally:
-            self._in_call = False
 
-    def _add_raw_weight(self, name, shape, initializer, **kwargs):
+    @contextlib.contextmanager
+    def call_scope(self, precompute=True):
+        """One call's scope: each kernel is computed once inside it.
+
+        The first read of a kernel computes it and adds its weight-decay
+        penalty (`add_loss`); later reads reuse it. Nested scopes join the
+        outer one, so a recurrent cell called at every time step inside its
+        RNN layer's scope computes its kernels once per RNN call.
+
+        Args:
+            precompute: compute every kernel on entry (an RNN layer does, so
+                that no kernel is first computed inside its loop).
+        """
+        if self._kernel_cache is not None:
+            yield
+            return
+        object.__setattr__(self, "_kernel_cache", {})
+        try:
+            if precompute and self.built:
+                for name in self._raw_kernels:
+                    getattr(self, name)
+            yield
+        finally:
+            object.__setattr__(self, "_kernel_cache", None)
+
+    def _kernel_for_call(self, name):
+        regularizer = self._call_regularizers.get(name)
+        if regularizer is None:
+            return self._effective_kernel(name)
+        kernel, penalty = self._kernel_and_penalty(name, regularizer)
+        self.add_loss(penalty)
+        return kernel
+
+    def _add_raw_weight(self, kernel_name, name, shape, initializer, **kwargs):
         # Raw variables stay float32 and are never autocast: the effective
         # kernel is computed from them in float32 (mixed precision included).
-        return super().add_weight(
+        variable = super().add_weight(
             name=name,
             shape=shape,
             initializer=initializer,
@@ -194,11 +342,18 @@ class ReparameterizedLayer:
             autocast=False,
             **kwargs,
         )
+        self._raw_groups[kernel_name].append(variable)
+        return variable
 
     def _create_kernel(self, name, shape, initializer, regularizer, constraint):
         raise NotImplementedError
 
     def _effective_kernel(self, name):
+        raise NotImplementedError
+
+    def _raw_values(self, name, value):
+        """The raw values (one array per variable of the kernel's group)
+        giving the effective kernel `value`, for this layer as it is now."""
         raise NotImplementedError
 
     def assign_effective_kernel(self, name, value):
@@ -209,7 +364,7 @@ class ReparameterizedLayer:
         weights without changing the layer's function.
 
         Args:
-            name: `"kernel"`, `"depthwise_kernel"` or `"pointwise_kernel"`.
+            name: a kernel name (`"kernel"`, `"recurrent_kernel"`, ...).
             value: array of the kernel's shape.
         """
         if name not in self._raw_kernels:
@@ -223,10 +378,10 @@ class ReparameterizedLayer:
                 f"Layer '{self.name}': `{name}` has shape {expected}. "
                 f"Received: value with shape {tuple(value.shape)}"
             )
-        self._assign_kernel(name, ops.cast(value, "float32"))
-
-    def _assign_kernel(self, name, value):
-        raise NotImplementedError
+        value = np.asarray(ops.convert_to_numpy(value), "float32")
+        raw = self._raw_values(name, value)
+        for variable, new in zip(self._raw_groups[name], raw, strict=True):
+            variable.assign(np.reshape(new, variable.shape))
 
     def _kernel_and_penalty(self, name, regularizer):
         """The effective kernel and `regularizer` of it, for the forward
@@ -261,3 +416,297 @@ class ReparameterizedLayer:
             f"Layer '{self.name}': quantization is not supported on a "
             "reparameterized kernel. `keras_wc.fold` the model first."
         )
+
+    # -- in place ----------------------------------------------------------
+
+    @classmethod
+    def adopt(cls, layer, *, keep_function=True, **options):
+        """Turns a plain Keras layer into an instance of `cls`, in place.
+
+        `layer` must be exactly the Keras parent of `cls` (a `Dense` for
+        `WCDense`). Its class becomes `cls`; if it is built, each kernel
+        variable is replaced, at the same position among the layer's
+        variables, by the raw variables whose effective kernel equals it
+        (the right inverse), so the layer computes the same function and
+        saves exactly as a newly built `cls` layer. A LoRA adapter is merged
+        into the kernel. Everything is validated before the layer changes.
+
+        Args:
+            layer: the plain Keras layer.
+            keep_function: if `False`, the raw variables are left at zero
+                (for a layer whose variables are loaded right after, e.g.
+                by `keras.saving.load_model`).
+            **options: the keras_wc arguments of `cls` (e.g. `a`, `b`).
+
+        Returns:
+            `layer`, now an instance of `cls`.
+        """
+        parent = check_adoptable(cls, layer)
+        _check_plain_features(layer, merge_lora=True)
+        options = cls._parse_options(layer, **options)
+        old = {}
+        raw = {}
+        if layer.built:
+            for name in layout_of(cls).kernels:
+                variable = _own_variable(layer, name)
+                if variable is None:
+                    continue
+                old[name] = variable
+                if keep_function:
+                    # Everything that can fail, before the layer changes.
+                    value = np.asarray(
+                        ops.convert_to_numpy(getattr(layer, name)), "float32"
+                    )
+                    raw[name] = cls._raw_values_for(
+                        layer, options, name, value
+                    )
+        lora = [
+            getattr(layer, attr)
+            for attr in ("lora_kernel_a", "lora_kernel_b")
+            if getattr(layer, "lora_enabled", False)
+        ]
+        set_class(layer, cls)
+        with unlocked_tracking(layer):
+            layer._init_mechanism()
+            layer._set_options(options)
+            if not layer.built:
+                mark_change(layer, "adopted")
+                return layer
+            for variable in lora:
+                _remove_variable(layer, variable)
+            if lora:
+                layer.lora_enabled = False
+                layer.lora_rank = None
+            for name, variable in old.items():
+                standing = layer._add_kernel(
+                    name,
+                    tuple(variable.shape),
+                    keras.initializers.Zeros(),
+                    keras.regularizers.get(variable.regularizer),
+                    keras.constraints.get(variable.constraint),
+                )
+                _replace_variable(layer, variable, layer._raw_groups[name])
+                _point_attribute(layer, parent, name, standing)
+            layer._build_reparameterization()
+        for name, values_of_kernel in raw.items():
+            for variable, new in zip(
+                layer._raw_groups[name], values_of_kernel, strict=True
+            ):
+                variable.assign(np.reshape(new, variable.shape))
+        mark_change(layer, "adopted")
+        return layer
+
+    @classmethod
+    def _raw_values_for(cls, layer, options, name, value):
+        """The raw values giving the effective kernel `value` for a layer
+        with `options` (`layer` may still be the plain layer); raises
+        `ValueError` for a value the reparameterization cannot represent."""
+        raise NotImplementedError
+
+    def release(self):
+        """Turns the layer back into its plain Keras parent, in place.
+
+        Each kernel's raw variables are replaced, at the position of the
+        standing one, by a plain kernel variable holding the effective
+        kernel; the other variables of the reparameterization (`a`, `b`,
+        `g`, `initialized`) are removed. The layer then computes the same
+        function and saves exactly as the plain Keras layer.
+
+        Returns:
+            The layer, now an instance of its Keras parent.
+        """
+        parent = plain_parent(type(self))
+        values = {
+            name: np.asarray(ops.convert_to_numpy(kernel), "float32")
+            for name, kernel in self.effective_kernels().items()
+        }
+        groups = dict(self._raw_groups)
+        specs = dict(self._kernel_specs)
+        extra = self._extra_variables()
+        own_attributes = [
+            name
+            for name in _MECHANISM_ATTRIBUTES + type(self)._OPTION_ATTRIBUTES
+            if name in self.__dict__
+        ]
+        set_class(self, parent)
+        with unlocked_tracking(self):
+            for name, group in groups.items():
+                initializer, regularizer, constraint = specs[name]
+                variable = keras.layers.Layer.add_weight(
+                    self,
+                    name=name,
+                    shape=tuple(group[0].shape),
+                    initializer=keras.initializers.Zeros(),
+                    regularizer=regularizer,
+                    constraint=constraint,
+                )
+                variable.assign(values[name].astype(variable.dtype))
+                _replace_variable(self, group[0], [variable])
+                for other in group[1:]:
+                    _remove_variable(self, other)
+                _point_attribute(self, parent, name, variable)
+            for variable in extra:
+                _remove_variable(self, variable)
+        tracked = getattr(self, "_tracked", None)
+        for attribute in own_attributes:
+            # Past `Layer.__delattr__` (which untracks, done above, and runs
+            # the garbage collector): the backend's layer drops its own
+            # tracking of the attribute (TensorFlow's checkpoint dependency).
+            super(keras.layers.Layer, self).__delattr__(attribute)
+            # TensorFlow's layer lists the attributes holding tracked
+            # collections (dicts of variables), to export them.
+            while tracked is not None and attribute in tracked:
+                tracked.remove(attribute)
+        mark_change(self, "released")
+        return self
+
+    def _extra_variables(self):
+        """Variables of the reparameterization not tied to one kernel."""
+        return []
+
+
+def check_adoptable(cls, layer):
+    """Raises unless `layer` is exactly the Keras parent of `cls`; returns
+    the parent."""
+    parent = plain_parent(cls)
+    if type(layer) is not parent:
+        raise TypeError(
+            f"{cls.__name__}.adopt expects a `{parent.__name__}` (exactly "
+            f"that class). Received: layer '{getattr(layer, 'name', '?')}'"
+            f" of type {type(layer).__name__}"
+        )
+    return parent
+
+
+def set_class(layer, cls):
+    """Changes the class of `layer` to `cls`, in place.
+
+    Keras binds a wrapper of `build` and `quantize` to every layer when it
+    is created (`Layer.__new__`: name scope, build config, state lock); the
+    wrappers are re-pointed at `cls`'s methods, so that the layer builds
+    (and refuses quantization) as an instance of `cls` would.
+    """
+    layer.__class__ = cls
+    for name in ("build", "quantize"):
+        wrapper = layer.__dict__.get(name)
+        wrapped = getattr(wrapper, "__wrapped__", None)
+        if wrapped is None:
+            continue
+        method = getattr(cls, name).__get__(layer, cls)
+        cells = [
+            cell
+            for cell in wrapper.__closure__ or ()
+            if cell.cell_contents is wrapped
+        ]
+        if len(cells) != 1:
+            raise RuntimeError(
+                f"keras_wc cannot re-point the `{name}` wrapper Keras binds "
+                f"to layer '{layer.name}' at {cls.__name__}.{name}: this "
+                f"Keras version ({keras.__version__}) wraps it differently."
+            )
+        cells[0].cell_contents = method
+        wrapper.__wrapped__ = method
+
+
+# How a layer differs from what its own class or config builds, when it was
+# changed in place: "adopted" (built plain, now reparameterized) or
+# "released" (built reparameterized, now plain). `keras_wc.records` reads it.
+CHANGE = "_keras_wc_change"
+
+
+def mark_change(layer, change):
+    """Notes an in place change of `layer`; the opposite one cancels it."""
+    opposite = {"adopted": "released", "released": "adopted"}[change]
+    if layer.__dict__.get(CHANGE) == opposite:
+        del layer.__dict__[CHANGE]
+    else:
+        layer.__dict__[CHANGE] = change
+
+
+def _check_plain_features(layer, merge_lora=False):
+    if getattr(layer, "lora_rank", None) and not merge_lora:
+        raise ValueError(
+            f"Layer '{layer.name}': LoRA is not supported on a "
+            "reparameterized kernel. `keras_wc.fold` the model first. "
+            f"Received: lora_rank={layer.lora_rank}"
+        )
+    if getattr(layer, "quantization_mode", None):
+        raise ValueError(
+            f"Layer '{layer.name}': quantized dtype policies are not "
+            "supported on a reparameterized kernel. `keras_wc.fold` the "
+            "model, then quantize it. Received: quantization_mode="
+            f"{layer.quantization_mode!r}"
+        )
+
+
+# The attributes the mechanism adds to a layer's `__dict__`, removed by
+# `release` with each mixin's `_OPTION_ATTRIBUTES`.
+_MECHANISM_ATTRIBUTES = (
+    "_raw_kernels",
+    "_raw_groups",
+    "_kernel_specs",
+    "_call_regularizers",
+    "_kernel_cache",
+)
+
+
+def _own_variable(layer, name):
+    """The variable called `name` among `layer`'s own variables, or None."""
+    for variable in layer._trainable_variables + layer._non_trainable_variables:
+        if variable.name == name:
+            return variable
+    return None
+
+
+@contextlib.contextmanager
+def unlocked_tracking(layer):
+    locked = layer._tracker.locked
+    layer._tracker.unlock()
+    try:
+        yield
+    finally:
+        if locked:
+            layer._tracker.lock()
+
+
+def _stores(layer):
+    tracker = layer._tracker
+    return [
+        (tracker.config[name][1], tracker.stored_ids[name])
+        for name in ("trainable_variables", "non_trainable_variables")
+    ]
+
+
+def _remove_variable(layer, variable):
+    for variables, ids in _stores(layer):
+        if id(variable) in ids:
+            ids.discard(id(variable))
+            variables[:] = [v for v in variables if v is not variable]
+    layer._post_untrack_variable(variable)
+
+
+def _replace_variable(layer, old, group):
+    """Puts `group` (variables tracked by `layer`) where `old` was, in the
+    same order as a fresh `build` creates them; untracks `old`."""
+    for variables, ids in _stores(layer):
+        if id(old) not in ids:
+            continue
+        members = [v for v in group if id(v) in ids]
+        remaining = [
+            v for v in variables if all(v is not m for m in members)
+        ]
+        index = next(i for i, v in enumerate(remaining) if v is old)
+        variables[:] = remaining[:index] + members + remaining[index + 1 :]
+        ids.discard(id(old))
+    layer._post_untrack_variable(old)
+
+
+def _point_attribute(layer, parent, name, variable):
+    """Makes `layer`'s attribute for kernel `name` hold `variable`, as the
+    parent's `build` does (`Dense` keeps it in `_kernel` behind a property,
+    `Conv2D` in `kernel`)."""
+    if isinstance(getattr(parent, name, None), property):
+        setattr(layer, "_" + name, variable)
+        return
+    layer.__dict__.pop(name, None)
+    setattr(layer, name, variable)

@@ -8,7 +8,9 @@ reparameterized (WC paper, §III-A).
 import keras
 
 from keras_wc.layers.compander import CompanderMixin
-from keras_wc.layers.reparameterized import DOC_EXAMPLES
+from keras_wc.layers.layouts import RECURRENT_LAYERS, layout_of, plain_parent
+from keras_wc.layers.recurrent import RecurrentMixin
+from keras_wc.layers.reparameterized import DOC_EXAMPLES, RAW_NAMES, doc_call
 
 _DOC = """{parent} whose kernel{s} {are} reparameterized as `w = a·f(v/b)`.
 
@@ -28,11 +30,13 @@ Args:
     b: stretch of Ψ along `v` (> 0). Initial value if learnable.
     compander: `"arctan"` (default), `"arsinh"`, `"erf"`, `"powerprop"`, or a
         `keras_wc.companders.Compander` instance.
-    learnable: `True` makes `a` and `b` trainable scalars of this layer (the
-        paper's "fine" learnable WC, §III-B).
+    learnable: `False` or `"none"` (default): fixed `a, b`. `True` or
+        `"fine"`: `a` and `b` are trainable scalars of this layer (the
+        paper's "fine" learnable WC, §III-B). `"coarse"`: they come from
+        `shared`.
     shared: a `keras_wc.SharedCompander` holding `(a, b)` shared by many
-        layers (the "coarse" version); leave `a`, `b`, `compander`,
-        `learnable` at their defaults when given.
+        layers (the "coarse" version); leave `a`, `b` and `compander` at
+        their defaults when given.
     **kwargs: the arguments of `keras.layers.{parent}`.
 
 Weight decay: with fixed `a, b`, `kernel_regularizer` acts on `w = Ψ(v)`
@@ -47,7 +51,7 @@ Attributes:
 Example:
 
 >>> layer = keras_wc.{name}({example}, a=1.0, b=0.6)
->>> y = layer(keras.random.normal({input_shape}))
+>>> {call}
 >>> y.shape
 {output_shape}
 
@@ -55,24 +59,30 @@ Reference: Cakaj, Mehnert, Yang, "Weight Compander: A Simple Weight
 Reparameterization for Regularization", IJCNN 2023, arXiv:2306.16993.
 """
 
+_RECURRENT_NOTE = """
+The cell is the matching keras_wc cell (`layer.cell`), which holds the
+variables; the effective kernels are computed once per call of the layer,
+before the loop over time steps. On a recurrent cell the weight decay of
+the effective kernels is evaluated once per training step.
+"""
+
 
 def _document(cls):
-    parent = cls.__bases__[-1].__name__
-    example, input_shape, output_shape = DOC_EXAMPLES[cls.__bases__[-1]]
-    separable = "Separable" in parent
+    parent = plain_parent(cls)
+    example, input_shape, output_shape = DOC_EXAMPLES[parent]
+    kernels = layout_of(parent).kernels
+    several = len(kernels) > 1
     cls.__doc__ = _DOC.format(
-        parent=parent,
+        parent=parent.__name__,
         name=cls.__name__,
-        s="s" if separable else "",
-        are="are" if separable else "is",
-        raw="depthwise_v, pointwise_v" if separable else "v",
-        kernels=(
-            "depthwise_kernel, pointwise_kernel" if separable else "kernel"
-        ),
+        s="s" if several else "",
+        are="are" if several else "is",
+        raw=", ".join(RAW_NAMES[k] for k in kernels),
+        kernels=", ".join(kernels),
         example=example,
-        input_shape=input_shape,
+        call=doc_call(parent, input_shape),
         output_shape=output_shape,
-    )
+    ) + (_RECURRENT_NOTE if parent in RECURRENT_LAYERS else "")
     return keras.saving.register_keras_serializable(package="keras_wc")(cls)
 
 
@@ -124,6 +134,30 @@ class WCSeparableConv2D(CompanderMixin, keras.layers.SeparableConv2D):
     pass
 
 
+class WCLSTMCell(CompanderMixin, keras.layers.LSTMCell):
+    pass
+
+
+class WCGRUCell(CompanderMixin, keras.layers.GRUCell):
+    pass
+
+
+class WCSimpleRNNCell(CompanderMixin, keras.layers.SimpleRNNCell):
+    pass
+
+
+class WCLSTM(RecurrentMixin, keras.layers.LSTM):
+    CELL_CLASS = WCLSTMCell
+
+
+class WCGRU(RecurrentMixin, keras.layers.GRU):
+    CELL_CLASS = WCGRUCell
+
+
+class WCSimpleRNN(RecurrentMixin, keras.layers.SimpleRNN):
+    CELL_CLASS = WCSimpleRNNCell
+
+
 for _cls in (
     WCDense,
     WCEinsumDense,
@@ -137,5 +171,11 @@ for _cls in (
     WCDepthwiseConv2D,
     WCSeparableConv1D,
     WCSeparableConv2D,
+    WCLSTMCell,
+    WCGRUCell,
+    WCSimpleRNNCell,
+    WCLSTM,
+    WCGRU,
+    WCSimpleRNN,
 ):
     _document(_cls)

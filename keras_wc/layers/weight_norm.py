@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_wc.layers.layouts import einsum_specs, layout_of
 from keras_wc.layers.reparameterized import RAW_NAMES, ReparameterizedLayer
 from keras_wc.validation import positive_number
 
@@ -35,13 +36,6 @@ NORM_EPSILON = 1e-12
 DENSE_EPSILON = 1e-10
 CONV_EPSILON = 1e-8
 
-_TRANSPOSED = (
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 _NORM_CONSTRAINTS = (
     keras.constraints.MaxNorm,
     keras.constraints.MinMaxNorm,
@@ -95,12 +89,6 @@ def in_init_pass():
 
 def _is_true(training):
     return isinstance(training, (bool, np.bool_)) and bool(training)
-
-
-def _einsum_specs(equation):
-    """(kernel spec, output spec) of an EinsumDense equation."""
-    inputs, output = equation.split("->")
-    return inputs.split(",")[1], output
 
 
 def _spec_positions(spec, ndim):
@@ -211,175 +199,180 @@ def _gain_property(name):
     )
 
 
-class WeightNormMixin(ReparameterizedLayer):
+def unit_axes(layer, name, rank):
+    """The axes of kernel `name` (of rank `rank`) indexing output units."""
+    if isinstance(layer, keras.layers.EinsumDense):
+        kernel_spec, output_spec = einsum_specs(layer.equation)
+        return tuple(i for i, c in enumerate(kernel_spec) if c in output_spec)
+    return layout_of(layer).unit_axes(name, rank)
+
+
+def norm_axes(layer, name, rank):
+    """The axes of kernel `name` the norm ‖v‖ is taken over."""
+    units = unit_axes(layer, name, rank)
+    return tuple(a for a in range(rank) if a not in units)
+
+
+def _kernel_rank(layer, name):
+    """The rank of kernel `name`, known before `build`."""
+    if isinstance(layer, keras.layers.EinsumDense):
+        return len(einsum_specs(layer.equation)[0])
+    if isinstance(layer, keras.layers.Dense) or layout_of(layer).recurrent:
+        return 2
+    return layer.rank + 2
+
+
+def _split_constraint(layer, name, constraint, log_scale):
+    """(constraint on v, constraint on g) that make `w` obey `constraint`
+    exactly; `ValueError` if no such pair exists."""
+    if constraint is None:
+        return None, None
+    rank = _kernel_rank(layer, name)
+    units = unit_axes(layer, name, rank)
+    norms = set(range(rank)) - set(units)
+    if type(constraint) is keras.constraints.NonNeg:
+        # w ≥ 0 ⟺ v ≥ 0 when g ≥ 0 (always true for g = exp(s)).
+        return constraint, None if log_scale else constraint
+    if (
+        type(constraint) in _NORM_CONSTRAINTS
+        and _normalize_axes(constraint.axis, rank) == norms
+    ):
+        return None, _GainConstraint(constraint, units, rank, log_scale)
+    raise ValueError(
+        f"{type(layer).__name__} '{layer.name}': the constraint on "
+        f"`{name}` cannot be honoured exactly on w = g·v/‖v‖. Supported: "
+        "`NonNeg`, and `MaxNorm`, `MinMaxNorm` or `UnitNorm` with "
+        f"axis={sorted(norms)} (the norm axes, where ‖w‖ = |g|). "
+        f"Received: constraint={constraint!r}"
+        + (
+            f" with axis={constraint.axis}"
+            if hasattr(constraint, "axis")
+            else ""
+        )
+    )
+
+
+class WeightNormCore(ReparameterizedLayer):
     """Reparameterizes every kernel of the layer as `w = g·v/‖v‖`.
 
-    See `keras_wc.WNDense` for the arguments and the semantics. Put it first
-    in the bases: `class WNConv2D(WeightNormMixin, keras.layers.Conv2D)`.
-
-    There is one gain per output unit; the norm is taken over every kernel
-    axis except the output-unit axes (`_unit_axes`). Data-dependent init
-    (`keras_wc.initialize`) sets the gain of the kernel that scales the
-    layer's output channels (`kernel`, or `pointwise_kernel` for a separable
-    convolution) and the bias.
+    The part of weight normalization shared by every layer: one gain per
+    output unit, the norm taken over every kernel axis but the output-unit
+    axes (see `keras_wc.layers.layouts`). `WeightNormMixin` adds the
+    data-dependent init of the kernel layers; recurrent cells use this
+    class as it is (`WeightNormCellMixin`).
     """
+
+    _OPTION_NAMES = ("data_init", "init_scale", "log_scale")
+    _OPTION_ATTRIBUTES = (
+        "data_init",
+        "init_scale",
+        "log_scale",
+        "_gains",
+        "_norm_axes",
+        "_direction_only",
+        "initialized",
+    )
 
     g = _gain_property("kernel")
     depthwise_g = _gain_property("depthwise_kernel")
     pointwise_g = _gain_property("pointwise_kernel")
+    recurrent_g = _gain_property("recurrent_kernel")
 
     def __init__(
         self,
         *args,
-        data_init=True,
+        data_init=None,
         init_scale=1.0,
         log_scale=False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        owner = f"{type(self).__name__} '{self.name}'"
+        self._set_options(
+            self._parse_options(
+                self,
+                data_init=data_init,
+                init_scale=init_scale,
+                log_scale=log_scale,
+            )
+        )
+
+    @classmethod
+    def _parse_options(
+        cls, layer, data_init=None, init_scale=1.0, log_scale=False
+    ):
+        owner = f"{cls.__name__} '{layer.name}'"
+        supported = layout_of(cls).data_init is not None
+        if data_init is None:
+            data_init = supported
         for arg, value in (("data_init", data_init), ("log_scale", log_scale)):
-            if not isinstance(value, bool):
+            if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(
                     f"{owner}: `{arg}` must be True or False. "
                     f"Received: {arg}={value!r}"
                 )
-        self.data_init = data_init
-        self.init_scale = positive_number("init_scale", init_scale, owner)
-        self.log_scale = log_scale
+        if data_init and not supported:
+            raise ValueError(
+                f"{owner}: recurrent layers have no data-dependent init "
+                "(their inputs at one step depend on the previous steps). "
+                f"Received: data_init={data_init!r}"
+            )
+        options = {
+            "data_init": bool(data_init),
+            "init_scale": positive_number("init_scale", init_scale, owner),
+            "log_scale": bool(log_scale),
+        }
+        # A constraint that cannot be honoured fails here, not in `build`.
+        for name, attribute in zip(
+            layout_of(cls).kernels, layout_of(cls).constraints, strict=True
+        ):
+            _split_constraint(
+                layer, name, getattr(layer, attribute), options["log_scale"]
+            )
+        return options
+
+    def _set_options(self, options):
+        self.data_init = options["data_init"]
+        self.init_scale = options["init_scale"]
+        self.log_scale = options["log_scale"]
         self._gains = {}
         self._norm_axes = {}
         self._direction_only = False
-        rank = self._kernel_rank()
-        for name, constraint in self._kernel_constraints().items():
-            self._split_constraint(name, constraint, rank)
 
-    # -- layout ------------------------------------------------------------
-
-    def _kernel_rank(self):
-        if isinstance(self, keras.layers.Dense):
-            return 2
-        if isinstance(self, keras.layers.EinsumDense):
-            return len(_einsum_specs(self.equation)[0])
-        return self.rank + 2
-
-    def _kernel_constraints(self):
-        if isinstance(self, _SEPARABLE):
-            return {
-                "depthwise_kernel": self.depthwise_constraint,
-                "pointwise_kernel": self.pointwise_constraint,
-            }
-        if isinstance(self, _DEPTHWISE):
-            return {"kernel": self.depthwise_constraint}
-        return {"kernel": self.kernel_constraint}
-
-    def _unit_axes(self, name, rank):
-        """The kernel axes indexing output units (one gain per unit)."""
-        if isinstance(self, keras.layers.EinsumDense):
-            kernel_spec, output_spec = _einsum_specs(self.equation)
-            return tuple(
-                i for i, c in enumerate(kernel_spec) if c in output_spec
-            )
-        if isinstance(self, _TRANSPOSED):
-            return (rank - 2,)
-        if name == "depthwise_kernel" or isinstance(self, _DEPTHWISE):
-            return (rank - 2, rank - 1)
-        return (rank - 1,)
-
-    def _output_units(self, ndim):
-        """(output positions of the units, in output order; the permutation
-        taking statistics over them to the order of the gain's axes)."""
-        if isinstance(self, keras.layers.EinsumDense):
-            kernel_spec, output_spec = _einsum_specs(self.equation)
-            positions = _spec_positions(output_spec, ndim)
-            letters = [c for c in kernel_spec if c in output_spec]
-            in_output_order = sorted(letters, key=positions.get)
-            perm = [in_output_order.index(c) for c in letters]
-            return [positions[c] for c in in_output_order], perm
-        if getattr(self, "data_format", None) == "channels_first":
-            return [1], [0]
-        return [ndim - 1], [0]
-
-    def _bias_positions(self, ndim):
-        if isinstance(self, keras.layers.EinsumDense):
-            _, output_spec = _einsum_specs(self.equation)
-            positions = _spec_positions(output_spec, ndim)
-            return [positions[c] for c in self.bias_axes]
-        return self._output_units(ndim)[0]
-
-    def _output_kernel(self):
-        if "pointwise_kernel" in self._raw_kernels:
-            return "pointwise_kernel"
-        return "kernel"
-
-    def _split_constraint(self, name, constraint, rank):
-        """(constraint on v, constraint on g) that make `w` obey
-        `constraint` exactly; `ValueError` if no such pair exists."""
-        if constraint is None:
-            return None, None
-        unit_axes = self._unit_axes(name, rank)
-        norm_axes = set(range(rank)) - set(unit_axes)
-        if type(constraint) is keras.constraints.NonNeg:
-            # w ≥ 0 ⟺ v ≥ 0 when g ≥ 0 (always true for g = exp(s)).
-            return constraint, None if self.log_scale else constraint
-        if (
-            type(constraint) in _NORM_CONSTRAINTS
-            and _normalize_axes(constraint.axis, rank) == norm_axes
-        ):
-            return None, _GainConstraint(
-                constraint, unit_axes, rank, self.log_scale
-            )
-        raise ValueError(
-            f"{type(self).__name__} '{self.name}': the constraint on "
-            f"`{name}` cannot be honoured exactly on w = g·v/‖v‖. Supported: "
-            "`NonNeg`, and `MaxNorm`, `MinMaxNorm` or `UnitNorm` with "
-            f"axis={sorted(norm_axes)} (the norm axes, where ‖w‖ = |g|). "
-            f"Received: constraint={constraint!r}"
-            + (
-                f" with axis={constraint.axis}"
-                if hasattr(constraint, "axis")
-                else ""
-            )
-        )
+    def reparameterization_config(self):
+        return {
+            "data_init": self.data_init,
+            "init_scale": self.init_scale,
+            "log_scale": self.log_scale,
+        }
 
     # -- the reparameterization -------------------------------------------
 
     def _create_kernel(self, name, shape, initializer, regularizer, constraint):
         rank = len(shape)
-        unit_axes = self._unit_axes(name, rank)
-        norm_axes = tuple(a for a in range(rank) if a not in unit_axes)
-        v_constraint, g_constraint = self._split_constraint(
-            name, constraint, rank
+        units = unit_axes(self, name, rank)
+        axes = norm_axes(self, name, rank)
+        v_constraint, g_constraint = _split_constraint(
+            self, name, constraint, self.log_scale
         )
-        if regularizer is not None:
-            # The penalty acts on w = g·v/‖v‖; it is added in `call`, on the
-            # kernel the forward pass computes.
-            self._call_regularizers[name] = regularizer
         raw_name = RAW_NAMES[name]
         v = self._add_raw_weight(
+            name,
             name=raw_name,
             shape=shape,
             initializer=initializer,
+            # The penalty acts on w = g·v/‖v‖.
+            regularizer=self._effective_regularizer(name, regularizer),
             constraint=v_constraint,
         )
         self._gains[name] = self._add_raw_weight(
+            name,
             name=raw_name[:-1] + ("s" if self.log_scale else "g"),
-            shape=tuple(shape[a] for a in unit_axes),
-            initializer=_NormOf(v, norm_axes, self.log_scale),
+            shape=tuple(shape[a] for a in units),
+            initializer=_NormOf(v, axes, self.log_scale),
             constraint=g_constraint,
         )
-        self._norm_axes[name] = norm_axes
+        self._norm_axes[name] = axes
         return v
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.initialized = self.add_weight(
-            name="initialized",
-            shape=(),
-            dtype="bool",
-            initializer="zeros",
-            trainable=False,
-        )
 
     @property
     def raw_gains(self):
@@ -398,10 +391,9 @@ class WeightNormMixin(ReparameterizedLayer):
 
     def _gain_keepdims(self, name):
         rank = len(self._raw_kernels[name].shape)
-        norm_axes = self._norm_axes[name]
         shape = [1] * rank
-        unit = [a for a in range(rank) if a not in norm_axes]
-        for i, axis in enumerate(unit):
+        units = [a for a in range(rank) if a not in self._norm_axes[name]]
+        for i, axis in enumerate(units):
             shape[axis] = self._gains[name].shape[i]
         return ops.reshape(ops.cast(self.gain(name), "float32"), shape)
 
@@ -411,6 +403,11 @@ class WeightNormMixin(ReparameterizedLayer):
             return v / _norm(v, self._norm_axes[name])
         w, _ = _weight_norm(v, self._gain_keepdims(name), self._norm_axes[name])
         return w
+
+    def _output_kernel(self):
+        if "pointwise_kernel" in self._raw_kernels:
+            return "pointwise_kernel"
+        return "kernel"
 
     def _kernel_and_penalty(self, name, regularizer):
         if not _is_plain_l2(regularizer):
@@ -423,12 +420,77 @@ class WeightNormMixin(ReparameterizedLayer):
         )
         return w, regularizer.l2 * squares
 
-    def _assign_kernel(self, name, value):
-        norm = ops.reshape(
-            _norm(value, self._norm_axes[name]), self._gains[name].shape
+    def _raw_values(self, name, value):
+        return self._raw_values_for(
+            self, self.reparameterization_config(), name, value
         )
-        self._raw_kernels[name].assign(value)
-        self._gains[name].assign(ops.log(norm) if self.log_scale else norm)
+
+    @classmethod
+    def _raw_values_for(cls, layer, options, name, value):
+        norm = np.sqrt(
+            np.maximum(
+                np.sum(
+                    np.square(value.astype("float64")),
+                    axis=norm_axes(layer, name, value.ndim),
+                ),
+                NORM_EPSILON,
+            )
+        ).astype("float32")
+        gain = np.log(norm) if options["log_scale"] else norm
+        return [value, gain]
+
+
+class WeightNormCellMixin(WeightNormCore):
+    """Weight normalization of a recurrent cell's `kernel` and
+    `recurrent_kernel`: `w = g·v/‖v‖` per column, i.e. per output unit of
+    each gate, with a gain of its own for each of the two kernels."""
+
+
+class WeightNormMixin(WeightNormCore):
+    """Reparameterizes every kernel of the layer as `w = g·v/‖v‖`, with
+    the data-dependent init of §3.
+
+    See `keras_wc.WNDense` for the arguments and the semantics. Put it first
+    in the bases: `class WNConv2D(WeightNormMixin, keras.layers.Conv2D)`.
+    Data-dependent init (`keras_wc.initialize`) sets the gain of the kernel
+    that scales the layer's output channels (`kernel`, or `pointwise_kernel`
+    for a separable convolution) and the bias.
+    """
+
+    def _build_reparameterization(self):
+        self.initialized = self.add_weight(
+            name="initialized",
+            shape=(),
+            dtype="bool",
+            initializer="zeros",
+            trainable=False,
+        )
+
+    def _extra_variables(self):
+        return [self.initialized]
+
+    # -- output layout, for the data-dependent init ------------------------
+
+    def _output_units(self, ndim):
+        """(output positions of the units, in output order; the permutation
+        taking statistics over them to the order of the gain's axes)."""
+        if isinstance(self, keras.layers.EinsumDense):
+            kernel_spec, output_spec = einsum_specs(self.equation)
+            positions = _spec_positions(output_spec, ndim)
+            letters = [c for c in kernel_spec if c in output_spec]
+            in_output_order = sorted(letters, key=positions.get)
+            perm = [in_output_order.index(c) for c in letters]
+            return [positions[c] for c in in_output_order], perm
+        if getattr(self, "data_format", None) == "channels_first":
+            return [1], [0]
+        return [ndim - 1], [0]
+
+    def _bias_positions(self, ndim):
+        if isinstance(self, keras.layers.EinsumDense):
+            _, output_spec = einsum_specs(self.equation)
+            positions = _spec_positions(output_spec, ndim)
+            return [positions[c] for c in self.bias_axes]
+        return self._output_units(ndim)[0]
 
     # -- data-dependent initialization -------------------------------------
 
@@ -473,22 +535,21 @@ class WeightNormMixin(ReparameterizedLayer):
         if bias is not None:
             bias.assign(ops.zeros(bias.shape, bias.dtype))
         # t: the parent's own computation with the kernel v/‖v‖, no bias,
-        # no activation and no regularization loss.
-        activation, in_call = self.activation, self._in_call
-        self._direction_only, self.activation, self._in_call = True, None, False
+        # no activation and no regularization loss (outside the call scope).
+        activation, cache = self.activation, self._kernel_cache
+        self._direction_only, self.activation = True, None
+        object.__setattr__(self, "_kernel_cache", None)
         try:
             t = ops.cast(super().call(inputs), "float32")
         finally:
-            self._direction_only = False
-            self.activation, self._in_call = activation, in_call
+            self._direction_only, self.activation = False, activation
+            object.__setattr__(self, "_kernel_cache", cache)
         ndim = len(t.shape)
         units, perm = self._output_units(ndim)
         reduced = [a for a in range(ndim) if a not in units]
         mean, variance = ops.moments(t, reduced, keepdims=True)
         epsilon = (
-            DENSE_EPSILON
-            if isinstance(self, (keras.layers.Dense, keras.layers.EinsumDense))
-            else CONV_EPSILON
+            DENSE_EPSILON if self.layout.data_init == "dense" else CONV_EPSILON
         )
         scale = ops.where(
             variance > epsilon,
@@ -527,14 +588,3 @@ class WeightNormMixin(ReparameterizedLayer):
         shape = [t.shape[a] if a in positions else 1 for a in range(ndim)]
         value = ops.reshape(ops.broadcast_to(shift, shape), self.bias.shape)
         return value, shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "data_init": self.data_init,
-                "init_scale": self.init_scale,
-                "log_scale": self.log_scale,
-            }
-        )
-        return config

@@ -8,8 +8,10 @@ import textwrap
 
 import keras
 
-from keras_wc.layers.reparameterized import DOC_EXAMPLES
-from keras_wc.layers.weight_norm import WeightNormMixin
+from keras_wc.layers.layouts import RECURRENT_LAYERS, layout_of, plain_parent
+from keras_wc.layers.recurrent import RecurrentMixin
+from keras_wc.layers.reparameterized import DOC_EXAMPLES, doc_call
+from keras_wc.layers.weight_norm import WeightNormCellMixin, WeightNormMixin
 
 _DOC = """{parent} whose kernel{s} {are} weight-normalized: `w = g·v/‖v‖`.
 
@@ -67,7 +69,7 @@ Attributes:
 Example:
 
 >>> layer = keras_wc.{name}({example})
->>> y = layer(keras.random.normal({input_shape}))
+>>> {call}
 >>> y.shape
 {output_shape}
 
@@ -122,9 +124,74 @@ _LAYOUTS = {
 }
 
 
+_RECURRENT_DOC = """{parent} whose kernel and recurrent kernel are
+weight-normalized: `w = g·v/‖v‖` per output unit of each gate.
+
+Weight normalization (Salimans & Kingma, NeurIPS 2016, Eq. 2) of a
+recurrent cell. The cell holds its gates side by side along the last axis
+of `kernel` `(input_dim, k·units)` and `recurrent_kernel` `(units,
+k·units)` (k = 4 for LSTM, 3 for GRU, 1 for SimpleRNN), so every column is
+one output unit of one gate; each column of each kernel is normalized on
+its own, with its own gain (`g` of shape `(k·units,)` and `recurrent_g` of
+the same shape). This is PyTorch's `weight_norm(lstm, "weight_ih_l0")`
+and `weight_norm(lstm, "weight_hh_l0")` (norm per row of its transposed
+layout): the input and the recurrent weights of a gate unit are scaled
+independently, which keeps their relative scale trainable. Gradients are
+those of Eq. 3; `v` and `g` are float32 and the kernels are computed in
+float32 (mixed precision included).{cell_note}
+
+Initialization: `v = w₀` from the initializers and `g = ‖w₀‖`, so the layer
+starts as the plain `{parent}` would. There is no data-dependent init for
+recurrent layers (`keras_wc.initialize` leaves them as they are): their
+inputs at one step depend on the previous steps. Weight decay
+(`kernel_regularizer`, `recurrent_regularizer`) acts on the effective
+kernels, evaluated once per training step. Constraints as for `WNDense`:
+`NonNeg`, or a norm constraint over axis 0.
+
+All arguments of `keras.layers.{parent}` keep their positions and meaning;
+the arguments below are keyword-only.
+
+Args:
+    init_scale: kept for symmetry with the other WN layers (> 0).
+    log_scale: if `True`, `g = exp(s)` with a raw trainable `s`.
+    **kwargs: the arguments of `keras.layers.{parent}`.
+
+Example:
+
+>>> layer = keras_wc.{name}({example})
+>>> {call}
+>>> y.shape
+{output_shape}
+
+Reference: Salimans, Kingma, "Weight Normalization: A Simple
+Reparameterization to Accelerate Training of Deep Neural Networks",
+NeurIPS 2016, arXiv:1602.07868.
+"""
+
+
 def _document(cls):
-    parent = cls.__bases__[-1].__name__
-    example, input_shape, output_shape = DOC_EXAMPLES[cls.__bases__[-1]]
+    parent_cls = plain_parent(cls)
+    example, input_shape, output_shape = DOC_EXAMPLES[parent_cls]
+    if parent_cls in RECURRENT_LAYERS or layout_of(parent_cls).recurrent:
+        cell = parent_cls not in RECURRENT_LAYERS
+        cls.__doc__ = _RECURRENT_DOC.format(
+            parent=parent_cls.__name__,
+            name=cls.__name__,
+            cell_note=(
+                ""
+                if cell
+                else " The cell is the matching keras_wc cell "
+                "(`layer.cell`); the kernels are computed once per call, "
+                "before the loop over time steps."
+            ),
+            example=example,
+            call=doc_call(parent_cls, input_shape),
+            output_shape=output_shape,
+        )
+        return keras.saving.register_keras_serializable(package="keras_wc")(
+            cls
+        )
+    parent = parent_cls.__name__
     separable = "Separable" in parent
     layout = _LAYOUTS[
         next(
@@ -178,7 +245,7 @@ def _document(cls):
             "depthwise_kernel, pointwise_kernel" if separable else "kernel"
         ),
         example=example,
-        input_shape=input_shape,
+        call=doc_call(parent_cls, input_shape),
         output_shape=output_shape,
     )
     return keras.saving.register_keras_serializable(package="keras_wc")(cls)
@@ -232,6 +299,30 @@ class WNSeparableConv2D(WeightNormMixin, keras.layers.SeparableConv2D):
     pass
 
 
+class WNLSTMCell(WeightNormCellMixin, keras.layers.LSTMCell):
+    pass
+
+
+class WNGRUCell(WeightNormCellMixin, keras.layers.GRUCell):
+    pass
+
+
+class WNSimpleRNNCell(WeightNormCellMixin, keras.layers.SimpleRNNCell):
+    pass
+
+
+class WNLSTM(RecurrentMixin, keras.layers.LSTM):
+    CELL_CLASS = WNLSTMCell
+
+
+class WNGRU(RecurrentMixin, keras.layers.GRU):
+    CELL_CLASS = WNGRUCell
+
+
+class WNSimpleRNN(RecurrentMixin, keras.layers.SimpleRNN):
+    CELL_CLASS = WNSimpleRNNCell
+
+
 for _cls in (
     WNDense,
     WNEinsumDense,
@@ -245,5 +336,11 @@ for _cls in (
     WNDepthwiseConv2D,
     WNSeparableConv1D,
     WNSeparableConv2D,
+    WNLSTMCell,
+    WNGRUCell,
+    WNSimpleRNNCell,
+    WNLSTM,
+    WNGRU,
+    WNSimpleRNN,
 ):
     _document(_cls)

@@ -17,7 +17,8 @@ CLASSES = [
 
 
 def test_every_layer_class_is_covered():
-    assert len(CLASSES) == 24
+    # 12 kernel layers, 3 recurrent cells, 3 recurrent layers; WC and WN.
+    assert len(CLASSES) == 36
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)

@@ -257,7 +257,9 @@ def test_shared_compander_is_one_pair(tmp_path):
         ({"b": None}, TypeError, "`b` must be a positive number"),
         ({"compander": "tanh"}, ValueError, "Valid names: arctan"),
         ({"compander": 3}, TypeError, "`compander` must be"),
-        ({"learnable": "fine"}, TypeError, "`learnable` must be True or False"),
+        ({"learnable": "yes"}, ValueError, "`learnable` must be False/'none'"),
+        ({"learnable": 1}, ValueError, "Received: learnable=1"),
+        ({"learnable": "coarse"}, ValueError, "pass the same `shared="),
         ({"shared": "coarse"}, TypeError, "must be a keras_wc.SharedCompander"),
         (
             {"shared": keras_wc.SharedCompander(), "a": 0.5},

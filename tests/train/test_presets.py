@@ -204,9 +204,7 @@ def test_every_preset_wiring_one_step(name):
     if config.method == "wc":
         compander = type(layers[0].compander).__name__.lower()
         assert compander == config.compander
-        assert all(
-            layer.learnable == (config.learnable == "fine") for layer in layers
-        )
+        assert all(layer.learnable == config.learnable for layer in layers)
         assert layers[0].initial_a == config.a
         assert layers[0].initial_b == config.b
     if config.method in ("wn", "wn+mobn"):

@@ -1,0 +1,58 @@
+"""The machine a benchmark ran on, written into every result file.
+
+Timings on these machines depend on the CPU model (an Intel CPU with
+AVX-512 runs TensorFlow's oneDNN kernels; an AMD EPYC without AVX-512 does
+not), so every result names it.
+"""
+
+import os
+import platform
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (or `platform.processor()`)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f" in f.read()
+    except OSError:
+        return False
+
+
+def onednn_enabled():
+    """Whether TensorFlow's oneDNN path is on (its default on x86 with
+    AVX-512 unless TF_ENABLE_ONEDNN_OPTS=0)."""
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if setting is not None:
+        return setting.strip() not in ("0", "false", "False")
+    return has_avx512()
+
+
+def describe():
+    """A dict for result files: CPU model, cores, AVX-512, oneDNN."""
+    return {
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "avx512": has_avx512(),
+        "onednn": onednn_enabled(),
+        "platform": platform.platform(),
+    }
+
+
+def line(machine):
+    """One line for Markdown tables: `CPU, N cores, oneDNN on/off`."""
+    return (
+        f"{machine['cpu']}, {machine['cpus']} cores, AVX-512 "
+        f"{'yes' if machine['avx512'] else 'no'}, oneDNN "
+        f"{'on' if machine['onednn'] else 'off'}"
+    )

@@ -1,0 +1,91 @@
+"""A drop-in for tensorflow-addons' `WeightNormalization` wrapper."""
+
+import keras
+
+from keras_wc.layers import wn
+from keras_wc.layers.layouts import SUPPORTED_LAYERS, layout_of
+
+
+def WeightNormalization(layer, data_init=True, **kwargs):  # noqa: N802
+    """tfa's `WeightNormalization(layer, data_init=True)`, done by keras_wc.
+
+    tensorflow-addons is end-of-life and does not import under Keras 3.
+    Where its wrapper was used, `keras_wc.WeightNormalization` takes the same
+    arguments and returns the weight-normalized form of `layer` (a
+    `keras_wc.WNConv1D` for a `Conv1D`, ...) with the same config (and the
+    same weights if `layer` is built), usable wherever the wrapper was:
+    in Sequential and Functional models, subclassed models and layers.
+
+    What differs from tfa, on purpose:
+
+    * the data-dependent init runs once, eagerly, from
+      `keras_wc.initialize(model, x)` before training (tfa ran it inside the
+      first training call, which broke under `tf.function`, distribution
+      and mixed precision, and used the statistics of the unnormalized `v`).
+      With `data_init=True`, training the layer before `initialize` raises
+      a `RuntimeError` that says so; with `data_init=False` it trains from
+      its function-preserving default init (`g = ‖w₀‖`).
+    * the layer is the WN layer itself, not a wrapper around the plain one:
+      `layer.v`, `layer.g` and `layer.kernel` (the effective `g·v/‖v‖`) are
+      its attributes, and `keras_wc.fold` turns it back into the plain
+      layer for serving.
+
+    Args:
+        layer: a Keras `Dense`, `Conv1D/2D/3D`, `Conv1D/2D/3DTranspose`,
+            `DepthwiseConv1D/2D`, `SeparableConv1D/2D` or `EinsumDense`
+            (exactly these classes; for recurrent layers use
+            `keras_wc.WNLSTM`, ... or `keras_wc.convert(model, "wn")`).
+        data_init: whether the layer is meant to be initialized from data
+            (`keras_wc.initialize`).
+        **kwargs: base layer arguments overriding `layer`'s (`name`,
+            `dtype`, `trainable`).
+
+    Returns:
+        The new WN layer (`layer` itself is not changed).
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((16, 1)),
+    ...     keras_wc.WeightNormalization(
+    ...         keras.layers.Conv1D(8, 3, activation="relu", name="conv"),
+    ...         data_init=True,
+    ...     ),
+    ...     keras.layers.GlobalAveragePooling1D(),
+    ...     keras_wc.WeightNormalization(keras.layers.Dense(2, name="logits")),
+    ... ])
+    >>> keras_wc.initialize(model, np.random.rand(32, 16, 1))  # once
+    ['conv', 'logits']
+    """
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(
+            "`layer` must be a Keras layer. Received: "
+            f"layer={layer!r} of type {type(layer).__name__}"
+        )
+    supported = [c for c in SUPPORTED_LAYERS if not layout_of(c).recurrent]
+    if type(layer) not in supported:
+        raise TypeError(
+            "keras_wc.WeightNormalization supports the Keras layers "
+            f"{', '.join(c.__name__ for c in supported)} (exactly these "
+            "classes). Received: "
+            f"layer '{layer.name}' of type {type(layer).__name__}"
+        )
+    if not isinstance(data_init, bool):
+        raise TypeError(
+            "`data_init` must be True or False. "
+            f"Received: data_init={data_init!r}"
+        )
+    allowed = {"name", "dtype", "trainable"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise TypeError(
+            f"Unknown argument(s) {unknown} for keras_wc.WeightNormalization; "
+            f"it takes `layer`, `data_init` and {sorted(allowed)}."
+        )
+    target = getattr(wn, "WN" + type(layer).__name__)
+    new = type(layer).from_config({**layer.get_config(), **kwargs})
+    build_config = layer.get_build_config()
+    if layer.built and build_config is not None:
+        new.build_from_config(build_config)
+        new.set_weights(layer.get_weights())
+    return target.adopt(new, data_init=data_init)
