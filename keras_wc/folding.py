@@ -244,8 +244,10 @@ def _to_batch_norm_in_place(mobn):
     stand_in = _batch_norm_stand_in(mobn)
     stand_in.build(tuple(mobn.get_build_config()["input_shape"]))
     base = set(vars(keras.layers.Layer()))
-    own = set(vars(mobn)) - base
-    wanted = set(vars(stand_in)) - base
+    # The layers' own attributes; TensorFlow's trackable bookkeeping
+    # (`_self_*`) stays the object's own.
+    own = {k for k in vars(mobn) if k not in base and k[:6] != "_self_"}
+    wanted = {k for k in vars(stand_in) if k not in base and k[:6] != "_self_"}
     variables = ("gamma", "beta", "moving_mean", "moving_variance")
     set_class(mobn, keras.layers.BatchNormalization)
     with unlocked_tracking(mobn):
@@ -256,12 +258,12 @@ def _to_batch_norm_in_place(mobn):
             trainable=False,
             autocast=False,
         )
-    for name in own - wanted:
-        super(keras.layers.Layer, mobn).__delattr__(name)
-    for name in wanted - set(variables):
-        setattr(mobn, name, getattr(stand_in, name))
-    mobn.gamma = None
-    mobn.moving_variance = moving_variance
+        for name in own - wanted:
+            super(keras.layers.Layer, mobn).__delattr__(name)
+        for name in wanted - set(variables):
+            setattr(mobn, name, getattr(stand_in, name))
+        mobn.gamma = None
+        mobn.moving_variance = moving_variance
 
 
 def _foldable_batch_norms(model):

@@ -353,6 +353,32 @@ def test_keras_wc_layers_inside_a_custom_layer_are_folded(tmp_path):
     np.testing.assert_array_equal(loaded(inputs), folded(inputs))
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", list(architectures.FAST))
+def test_convert_and_fold_in_place(name, method, tmp_path):
+    model = architectures.build(name)
+    cls = type(model)
+    inputs = architectures.sample_inputs(model, 3)
+    expected = architectures.predict(model, inputs)
+    assert convert(model, method, inplace=True) is model
+    assert type(model) is cls  # graph models need no record
+    actual = architectures.predict(model, inputs)
+    assert architectures.max_relative_difference(expected, actual) < 1e-5
+    architectures.train_step(model, inputs)
+    trained = architectures.predict(model, inputs)
+    assert fold(model, inplace=True) is model and type(model) is cls
+    types = {type(layer) for _, layer in leaf_layers(model)}
+    assert not any(t.__module__.startswith("keras_wc") for t in types)
+    assert "keras_wc" not in json.dumps(model.get_config())
+    folded = architectures.predict(model, inputs)
+    assert architectures.max_relative_difference(trained, folded) < 1e-6
+    model.save(tmp_path / "folded.keras")
+    loaded = keras.saving.load_model(tmp_path / "folded.keras")
+    reloaded = architectures.predict(loaded, inputs)
+    for old, new in zip(folded, reloaded, strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
 def test_a_non_model_raises():
     with pytest.raises(TypeError, match=r"`keras_wc.fold` expects"):
         fold(wc.WCDense(2))
