@@ -38,7 +38,7 @@ import pytest
 import tensorflow as tf
 
 import keras_wc
-from keras_wc import callbacks, companders, optimizers
+from keras_wc import callbacks, companders, optimizers, tree
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
 
 NAN = float("nan")
@@ -84,6 +84,26 @@ class Fixtures:
             [keras.Input((3,), name="x"), keras.layers.Dense(2, name="out")],
             name="plain",
         )
+
+    @functools.cached_property
+    def block(self):
+        """A built plain transformer block (attention, op nodes, dense)."""
+        keras.utils.set_random_seed(0)
+        tokens = keras.Input((4, 6), name="tokens")
+        h = keras.layers.MultiHeadAttention(2, 3, name="attention")(
+            tokens, tokens
+        )
+        h = keras.ops.relu(h) * 2.0
+        outputs = keras.layers.Dense(2, name="head")(h[:, 0])
+        return keras.Model(tokens, outputs, name="block")
+
+    @functools.cached_property
+    def dense(self):
+        """A built plain Dense layer whose kernel has |w| up to ~1."""
+        layer = keras.layers.Dense(2, name="dense")
+        layer.build((None, 3))
+        layer.kernel.assign(np.linspace(-1, 1, 6).reshape(3, 2))
+        return layer
 
     @functools.cached_property
     def recorder(self):
@@ -157,6 +177,20 @@ def records(f):
 
 def nothing(f):
     return None
+
+
+def structure(name):
+    """A fixture model's (or layer's) layer classes and variables."""
+
+    def snapshot(f):
+        root = getattr(f, name)
+        return {
+            "classes": [type(node.layer).__name__ for node in tree.walk(root)]
+            + [type(root).__name__],
+            **{v.path: np.array(v) for v in root.variables},
+        }
+
+    return snapshot
 
 
 def _assert_same(before, after, where="state"):
@@ -816,59 +850,367 @@ LAYERS = [
     ),
 ]
 
-OTHERS = [
-    Case(
-        f"l2_from_pytorch/{value!r}",
-        calling(keras_wc.l2_from_pytorch, value),
-        error,
-        rf"`weight_decay` must be .*Received: weight_decay={pattern}",
-    )
-    for value, error, pattern in [
-        (NAN, ValueError, "nan"),
-        (INF, ValueError, "inf"),
-        (-1e-4, ValueError, r"-0\.0001"),
-        ("1e-4", TypeError, "'1e-4'"),
-        (None, TypeError, "None"),
+OTHERS = (
+    [
+        Case(
+            f"l2_from_pytorch/{value!r}",
+            calling(keras_wc.l2_from_pytorch, value),
+            error,
+            rf"`weight_decay` must be .*Received: weight_decay={pattern}",
+        )
+        for value, error, pattern in [
+            (NAN, ValueError, "nan"),
+            (INF, ValueError, "inf"),
+            (-1e-4, ValueError, r"-0\.0001"),
+            ("1e-4", TypeError, "'1e-4'"),
+            (None, TypeError, "None"),
+        ]
     ]
-] + [
-    Case(
-        f"companders/powerprop-alpha-{value!r}",
-        calling(companders.Powerprop, value),
-        error,
-        rf"`alpha` must be .*Received: alpha={pattern}",
-    )
-    for value, error, pattern in [
-        (NAN, ValueError, "nan"),
-        (np.float32(INF), ValueError, "inf"),
-        (0.5, ValueError, r"0\.5"),
-        ("2", TypeError, "'2'"),
+    + [
+        Case(
+            f"companders/powerprop-alpha-{value!r}",
+            calling(companders.Powerprop, value),
+            error,
+            rf"`alpha` must be .*Received: alpha={pattern}",
+        )
+        for value, error, pattern in [
+            (NAN, ValueError, "nan"),
+            (np.float32(INF), ValueError, "inf"),
+            (0.5, ValueError, r"0\.5"),
+            ("2", TypeError, "'2'"),
+        ]
     ]
-] + [
-    Case(
-        "companders/get-an-empty-config",
-        lambda f: companders.get({}),
-        TypeError,
-        r"`compander` must be a name, .*Received: compander=\{\}",
-    ),
-    Case(
-        "companders/get-a-config-with-nan",
-        lambda f: companders.get(
-            keras.saving.serialize_keras_object(companders.Powerprop(3.0))
-            | {"config": {"alpha": NAN}}
+    + [
+        Case(
+            "companders/get-an-empty-config",
+            lambda f: companders.get({}),
+            TypeError,
+            r"`compander` must be a name, .*Received: compander=\{\}",
         ),
-        ValueError,
-        r"`compander` must be a serialized compander config \(`alpha` must "
-        r"be a finite number >= 1.*Received: compander=",
+        Case(
+            "companders/get-a-config-with-nan",
+            lambda f: companders.get(
+                keras.saving.serialize_keras_object(companders.Powerprop(3.0))
+                | {"config": {"alpha": NAN}}
+            ),
+            ValueError,
+            r"`compander` must be a serialized compander config \(`alpha` must "
+            r"be a finite number >= 1.*Received: compander=",
+        ),
+        Case(
+            "companders/get-an-unknown-name",
+            lambda f: companders.get("tanh"),
+            ValueError,
+            r"Unknown compander 'tanh'\. Valid names: arctan, arsinh",
+        ),
+    ]
+)
+
+BLOCK = structure("block")
+
+
+def _convert(f, *args, **kwargs):
+    return keras_wc.convert(f.block, *args, **kwargs)
+
+
+CONVERT = [
+    Case(
+        f"convert/{label}",
+        lambda f, args=args, kwargs=kwargs: _convert(f, *args, **kwargs),
+        error,
+        pattern,
+        BLOCK,
+    )
+    for label, args, kwargs, error, pattern in [
+        (
+            "method-unknown",
+            ("ww",),
+            {},
+            ValueError,
+            r"Unknown method 'ww'\. .*Received: method='ww'",
+        ),
+        ("method-none", (None,), {}, ValueError, r"Received: method=None"),
+        (
+            "a-nan",
+            ("wc",),
+            {"a": NAN},
+            ValueError,
+            r"`a` must be a finite number > 0\. Received: a=nan",
+        ),
+        ("b-inf", ("wc",), {"b": INF}, ValueError, r"Received: b=inf"),
+        ("a-string", ("wc",), {"a": "1"}, TypeError, r"Received: a='1'"),
+        (
+            "learnable-maybe",
+            ("wc",),
+            {"learnable": "maybe"},
+            ValueError,
+            r"`learnable` must be .*Received: learnable='maybe'",
+        ),
+        (
+            "learnable-int",
+            ("wc",),
+            {"learnable": 2},
+            ValueError,
+            r"Received: learnable=2",
+        ),
+        (
+            "compander-3",
+            ("wc",),
+            {"compander": 3},
+            TypeError,
+            r"Received: compander=3",
+        ),
+        (
+            "alpha-nan",
+            ("pp",),
+            {"alpha": NAN},
+            ValueError,
+            r"`alpha` must be a finite number >= 1\. Received: alpha=nan",
+        ),
+        (
+            "init-scale-0",
+            ("wn",),
+            {"init_scale": 0},
+            ValueError,
+            r"Received: init_scale=0",
+        ),
+        (
+            "option-of-another-method",
+            ("wn",),
+            {"a": 1.0},
+            ValueError,
+            r"Unknown option\(s\) \['a'\] for method 'wn'",
+        ),
+        (
+            "layers-unknown-name",
+            ("wc",),
+            {"layers": "nope"},
+            ValueError,
+            r"`layers` names \['nope'\] match no layer of model 'block'",
+        ),
+        (
+            "layers-bad-type",
+            ("wc",),
+            {"layers": 3},
+            TypeError,
+            r"Received: layers=3",
+        ),
+        (
+            "inplace-yes",
+            ("wc",),
+            {"inplace": "yes"},
+            TypeError,
+            r"`inplace` must be True or False\. Received: inplace='yes'",
+        ),
+        (
+            "a-too-small-in-place",
+            ("wc",),
+            {"a": 0.01, "inplace": True},
+            ValueError,
+            r"with a=0\.01, .*The smallest `a` that works",
+        ),
+        (
+            "a-too-small-in-place-inner-layers",
+            ("wc",),
+            {"a": 0.01, "inplace": True, "layers": "attention"},
+            ValueError,
+            r"'attention/query' \(max \|w\| = ",
+        ),
+    ]
+] + [
+    Case(
+        "convert/not-a-model",
+        lambda f: keras_wc.convert(f.dense),
+        TypeError,
+        r"expects a `keras.Model`\. Received: model=.* of type Dense",
     ),
     Case(
-        "companders/get-an-unknown-name",
-        lambda f: companders.get("tanh"),
+        "convert/unbuilt-model",
+        calling(keras_wc.convert, keras.Sequential([keras.layers.Dense(2)])),
         ValueError,
-        r"Unknown compander 'tanh'\. Valid names: arctan, arsinh",
+        r"needs a built model\. .*Received: unbuilt model",
     ),
 ]
 
-CASES = INITIALIZE + EXPORT + OPTIMIZERS + CALLBACKS + LAYERS + OTHERS
+FOLD = [
+    Case(
+        "fold/not-a-model",
+        calling(keras_wc.fold, "model.keras"),
+        TypeError,
+        r"`keras_wc.fold` expects a `keras.Model`\. Received: "
+        r"model='model.keras'",
+    ),
+    Case(
+        "fold/inplace-1",
+        lambda f: keras_wc.fold(f.block, inplace=1),
+        TypeError,
+        r"Received: inplace=1",
+        BLOCK,
+    ),
+    Case(
+        "fold/unbuilt-model",
+        calling(keras_wc.fold, keras.Sequential([keras.layers.Dense(2)])),
+        ValueError,
+        r"needs a built model",
+    ),
+    Case(
+        "fold/subclass-of-a-keras-wc-layer",
+        lambda f: keras_wc.fold(_with_custom_wc_layer(), inplace=True),
+        ValueError,
+        r"derive from keras_wc classes it cannot fold: 'mine' \(MyWCDense\)",
+    ),
+]
+
+
+class MyWCDense(keras_wc.WCDense):
+    """A user's subclass of a keras_wc layer (may hold other state)."""
+
+
+def _with_custom_wc_layer():
+    inputs = keras.Input((3,))
+    return keras.Model(inputs, MyWCDense(2, name="mine")(inputs))
+
+
+DENSE = structure("dense")
+
+REPARAMETERIZED_LAYERS = [
+    Case(
+        f"layers/{cls.__name__}-{label}",
+        calling(cls, 2, **kwargs),
+        error,
+        pattern,
+    )
+    for cls, label, kwargs, error, pattern in [
+        (
+            keras_wc.WCDense,
+            "a-nan",
+            {"a": NAN},
+            ValueError,
+            r"WCDense '.*': `a` must be a finite number > 0\. Received: a=nan",
+        ),
+        (
+            keras_wc.WCConv2D,
+            "b-inf",
+            {"kernel_size": 3, "b": INF},
+            ValueError,
+            r"WCConv2D '.*': .*Received: b=inf",
+        ),
+        (
+            keras_wc.WCDense,
+            "learnable-maybe",
+            {"learnable": "maybe"},
+            ValueError,
+            r"Received: learnable='maybe'",
+        ),
+        (
+            keras_wc.WCDense,
+            "coarse-without-shared",
+            {"learnable": "coarse"},
+            ValueError,
+            r"learnable='coarse', shared=None",
+        ),
+        (
+            keras_wc.WCDense,
+            "shared-not-a-compander",
+            {"shared": "coarse"},
+            TypeError,
+            r"Received: shared='coarse'",
+        ),
+        (
+            keras_wc.WCLSTM,
+            "a-zero",
+            {"a": 0.0},
+            ValueError,
+            r"WCLSTMCell '.*': .*Received: a=0\.0",
+        ),
+        (
+            keras_wc.WNDense,
+            "init-scale-nan",
+            {"init_scale": NAN},
+            ValueError,
+            r"WNDense '.*': .*Received: init_scale=nan",
+        ),
+        (
+            keras_wc.WNDense,
+            "data-init-yes",
+            {"data_init": "yes"},
+            TypeError,
+            r"Received: data_init='yes'",
+        ),
+        (
+            keras_wc.WNDense,
+            "log-scale-1",
+            {"log_scale": 1},
+            TypeError,
+            r"Received: log_scale=1",
+        ),
+        (
+            keras_wc.WNDense,
+            "constraint-it-cannot-honour",
+            {"kernel_constraint": keras.constraints.MaxNorm(axis=1)},
+            ValueError,
+            r"cannot be honoured exactly .*Received: constraint=",
+        ),
+        (
+            keras_wc.WNGRU,
+            "data-init",
+            {"data_init": True},
+            ValueError,
+            r"recurrent layers have no data-dependent init .*"
+            r"Received: data_init=True",
+        ),
+        (
+            keras_wc.WNLSTMCell,
+            "init-scale-string",
+            {"init_scale": "1"},
+            TypeError,
+            r"Received: init_scale='1'",
+        ),
+    ]
+] + [
+    Case(
+        "layers/adopt-another-class",
+        lambda f: keras_wc.WCConv2D.adopt(f.dense),
+        TypeError,
+        r"WCConv2D.adopt expects a `Conv2D` \(exactly that class\)\. "
+        r"Received: layer 'dense' of type Dense",
+        DENSE,
+    ),
+    Case(
+        "layers/adopt-out-of-range",
+        lambda f: keras_wc.WCDense.adopt(f.dense, a=0.1),
+        ValueError,
+        r"Layer 'dense': the kernel has max \|w\| = 1, outside the range "
+        r"of Arctan\(\) with a=0\.1",
+        DENSE,
+    ),
+    Case(
+        "layers/adopt-a-bad-option",
+        lambda f: keras_wc.WNDense.adopt(f.dense, init_scale=-1.0),
+        ValueError,
+        r"Received: init_scale=-1\.0",
+        DENSE,
+    ),
+    Case(
+        "layers/weight-normalization-of-a-flatten",
+        calling(keras_wc.WeightNormalization, keras.layers.Flatten()),
+        TypeError,
+        r"supports the Keras layers Dense.*Received: layer '.*' of type "
+        r"Flatten",
+    ),
+]
+
+CASES = (
+    INITIALIZE
+    + EXPORT
+    + OPTIMIZERS
+    + CALLBACKS
+    + LAYERS
+    + OTHERS
+    + CONVERT
+    + FOLD
+    + REPARAMETERIZED_LAYERS
+)
 
 
 def test_the_table_covers_every_entry_point():
@@ -883,6 +1225,9 @@ def test_the_table_covers_every_entry_point():
         "mean_only_batch_norm",
         "l2_from_pytorch",
         "companders",
+        "convert",
+        "fold",
+        "layers",
     }
 
 
@@ -911,9 +1256,7 @@ def test_bad_input_raises_and_changes_nothing(case, tmp_path, monkeypatch):
 def test_the_values_next_to_the_bad_ones_are_accepted(tmp_path):
     """The checks refuse no good value: NumPy numbers, the ends of the
     ranges, an empty export directory, a log_dir that does not exist yet."""
-    assert keras_wc.l2_from_pytorch(np.float32(1e-4)).l2 == pytest.approx(
-        5e-5
-    )
+    assert keras_wc.l2_from_pytorch(np.float32(1e-4)).l2 == pytest.approx(5e-5)
     assert keras_wc.l2_from_pytorch(0) is None
     assert companders.Powerprop(np.float64(1.0)).alpha == 1.0
     assert companders.get(
