@@ -40,6 +40,13 @@ _NORMALIZATION_LAYERS = (
     MeanOnlyBatchNorm,
 )
 
+# `a="auto"` gives each layer the `a` that puts its largest |w| at this
+# fraction of the bound a·sup|f| (see `convert`); `b="auto"` makes Ψ'(0) = 1.
+AUTO = "auto"
+AUTO_FRACTION = 0.5
+# A kernel of zeros still gets a positive `a`.
+_TINY = 1e-6
+
 METHODS = {
     "wc": {"a": 1.0, "b": 1.0, "compander": "arctan", "learnable": False},
     "pp": {"alpha": 2.0},
@@ -112,6 +119,17 @@ def convert(
               (`False`/`"none"`: fixed; `True`/`"fine"`: a trainable
               `a, b` per layer; `"coarse"`: one `keras_wc.SharedCompander`
               for the whole model; WC paper, §III-B).
+              `a="auto"` gives each layer its own `a` from its own kernels:
+              the one that puts the layer's largest `|w|` at half the bound
+              `a·sup|f|` (`a = 2·max|w| / sup|f|`, `4·max|w|/π` for arctan),
+              so that every weight starts in the near-linear half of Ψ's
+              range and can grow to twice the layer's largest before Ψ
+              compresses it much. With `learnable="coarse"` the shared `a`
+              is the largest a layer needs. It needs a bounded compander
+              (arctan, erf). `b="auto"` makes `Ψ'(0) = (a/b)·f'(0) = 1`
+              (`b = a` for arctan and arsinh, `b = 2a/√π` for erf): small
+              weights then train exactly as in the plain model. The chosen
+              values are in the report and in each layer's config.
             - `"pp"`: `alpha=2.0`, i.e.
               `compander=keras_wc.companders.Powerprop(alpha)`.
             - `"wn"`: `init_scale=1.0`. The layers start from the converted
@@ -157,14 +175,19 @@ def convert(
 
     plan, entries = _plan(target, registry, select)
     if method == "wc":
+        plan, entries = _choose_scales(plan, entries, options)
         _check_range(plan, options)
-    layer_kwargs = _layer_kwargs(method, options)
-    for node, cls in plan:
+    else:
+        plan = [(node, cls, {}) for node, cls in plan]
+    layer_kwargs = _layer_kwargs(method, options, plan)
+    for node, cls, scales in plan:
         # Every layer's options are checked before the first one changes.
         kernel_class = getattr(cls, "CELL_CLASS", None) or cls
-        kernel_class._parse_options(_kernel_holder(node.layer), **layer_kwargs)
-    for node, cls in plan:
-        cls.adopt(node.layer, **layer_kwargs)
+        kernel_class._parse_options(
+            _kernel_holder(node.layer), **_with_scales(layer_kwargs, scales)
+        )
+    for node, cls, scales in plan:
+        cls.adopt(node.layer, **_with_scales(layer_kwargs, scales))
     records.sync(target)
     if inplace and plan:
         _reset_compiled_state(target)
@@ -194,6 +217,8 @@ class ReportEntry:
             `"recurrent_kernel"`, ...), possibly empty.
         target: the keras_wc class it became, or `None` if skipped.
         reason: why it was skipped, or `None` if converted.
+        scales: the `a` and `b` chosen for this layer by `a="auto"` or
+            `b="auto"` (`{}` otherwise).
     """
 
     path: str
@@ -201,6 +226,7 @@ class ReportEntry:
     kernels: tuple = ()
     target: type = None
     reason: str = None
+    scales: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +284,7 @@ class ConversionReport:
                 e.layer_type,
                 str(len(e.kernels)),
                 (
-                    f"-> {e.target.__name__}"
+                    f"-> {e.target.__name__}{_format_scales(e.scales)}"
                     if e.target
                     else f"skipped: {e.reason}"
                 ),
@@ -272,6 +298,12 @@ class ConversionReport:
             for path, kind, kernels, result in rows
         ]
         return "\n".join(lines)
+
+
+def _format_scales(scales):
+    if not scales:
+        return ""
+    return " (" + ", ".join(f"{k}={v:.4g}" for k, v in scales.items()) + ")"
 
 
 def _format_option(value):
@@ -298,9 +330,20 @@ def _resolve_options(method, options):
     resolved = {**defaults, **options}
     if method == "wc":
         for name in ("a", "b"):
-            resolved[name] = positive_number(name, resolved[name])
+            if resolved[name] != AUTO:
+                resolved[name] = positive_number(name, resolved[name])
         resolved["compander"] = companders_lib.get(resolved["compander"])
         resolved["learnable"] = learnable_mode(resolved["learnable"])
+        if resolved["a"] == AUTO and not math.isfinite(
+            _bound(resolved["compander"])
+        ):
+            raise ValueError(
+                'a="auto" places each layer\'s largest weight at '
+                f"{AUTO_FRACTION:g} of the bound a·sup|f|, which "
+                f"{resolved['compander']!r} does not have (it is unbounded). "
+                "Give `a` as a number. Received: a='auto', "
+                f"compander={resolved['compander']!r}"
+            )
     elif method == "pp":
         companders_lib.Powerprop(resolved["alpha"])
     else:
@@ -308,6 +351,64 @@ def _resolve_options(method, options):
             "init_scale", resolved["init_scale"]
         )
     return resolved
+
+
+def _bound(compander, a=1.0):
+    """sup |Ψ| for scale `a` (`inf` when unbounded or unknown)."""
+    if hasattr(compander, "max_magnitude"):
+        return compander.max_magnitude(a)
+    return math.inf
+
+
+def _slope_at_zero(compander):
+    """f'(0) of a compander `a·f(v/b)`: Ψ'(0) = (a/b)·f'(0)."""
+    return float(
+        ops.convert_to_numpy(
+            companders_lib.derivative(compander, ops.zeros(()), 1.0, 1.0)
+        )
+    )
+
+
+def _choose_scales(plan, entries, options):
+    """Per-layer `a` and `b` for `a="auto"` / `b="auto"` (see `convert`).
+
+    Returns the plan with each layer's scales and the report entries with
+    them. For coarse WC the shared `a` is the largest a layer needs.
+    """
+    if AUTO not in (options["a"], options["b"]):
+        return [(node, cls, {}) for node, cls in plan], entries
+    compander = options["compander"]
+    largest = {
+        id(node.layer): max(
+            [float(np.max(np.abs(k))) for k in _kernels(node.layer).values()]
+            + [0.0]
+        )
+        for node, _ in plan
+    }
+    bound = _bound(compander)
+    needed = {
+        key: max(m, _TINY) / (AUTO_FRACTION * bound)
+        for key, m in largest.items()
+    }
+    if options["a"] == AUTO and options["learnable"] == "coarse":
+        shared_a = max(needed.values(), default=1.0)
+        needed = dict.fromkeys(needed, shared_a)
+    chosen = {}
+    for node, _ in plan:
+        a = needed[id(node.layer)] if options["a"] == AUTO else options["a"]
+        b = a * _slope_at_zero(compander) if options["b"] == AUTO else None
+        scales = {"a": a} if options["a"] == AUTO else {}
+        if b is not None:
+            scales["b"] = b
+        chosen[id(node.layer)] = scales
+    by_path = {node.path: chosen[id(node.layer)] for node, _ in plan}
+    entries = [
+        dataclasses.replace(e, scales=by_path[e.path])
+        if e.target is not None
+        else e
+        for e in entries
+    ]
+    return [(node, cls, chosen[id(node.layer)]) for node, cls in plan], entries
 
 
 def _registry(method):
@@ -318,8 +419,15 @@ def _registry(method):
     }
 
 
-def _layer_kwargs(method, options):
-    """The keyword arguments given to every converted layer."""
+def _with_scales(layer_kwargs, scales):
+    if "shared" in layer_kwargs:  # coarse: the scales are the shared pair's
+        return layer_kwargs
+    return {**layer_kwargs, **scales}
+
+
+def _layer_kwargs(method, options, plan):
+    """The keyword arguments given to every converted layer (per-layer
+    scales from `_choose_scales` come on top)."""
     if method == "pp":
         return {"compander": companders_lib.Powerprop(options["alpha"])}
     if method == "wn":
@@ -330,8 +438,17 @@ def _layer_kwargs(method, options):
         "compander": options["compander"],
     }
     if options["learnable"] == "coarse":
+        # One pair for the whole model (with "auto", every layer was given
+        # the same: the largest a any layer needs).
+        chosen = plan[0][2] if plan else {}
+        for name in ("a", "b"):
+            if scales[name] == AUTO:
+                scales[name] = chosen.get(name, 1.0)
         return {"shared": SharedCompander(**scales)}
-    return {**scales, "learnable": options["learnable"]}
+    return {
+        **{k: v for k, v in scales.items() if v != AUTO},
+        "learnable": options["learnable"],
+    }
 
 
 def _selector(layers, model):
@@ -462,13 +579,13 @@ def _kernels(layer):
 
 def _check_range(plan, options):
     compander, a = options["compander"], options["a"]
-    if not hasattr(compander, "max_magnitude"):
+    if a == AUTO or not hasattr(compander, "max_magnitude"):
         return
     bound_per_a = compander.max_magnitude(1.0)
     if not math.isfinite(bound_per_a):
         return
     largest = {}
-    for node, _ in plan:
+    for node, *_ in plan:
         kernels = _kernels(node.layer)
         if kernels:
             largest[node.path] = max(

@@ -524,3 +524,64 @@ def test_quantized_layers_are_skipped_and_copied():
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"a": "auto"},
+        {"a": "auto", "b": "auto"},
+        {"a": "auto", "b": "auto", "compander": "erf"},
+        {"a": "auto", "learnable": "fine"},
+        {"a": "auto", "b": "auto", "learnable": "coarse"},
+        {"a": 1.5, "b": "auto"},
+    ],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_auto_scales_follow_the_rule_and_keep_the_function(options):
+    model = architectures.build("functional")
+    inputs = architectures.sample_inputs(model, 3)
+    expected = architectures.predict(model, inputs)
+    converted, report = convert(model, return_report=True, **options)
+    actual = architectures.predict(converted, inputs)
+    assert architectures.max_relative_difference(expected, actual) < 1e-5
+    compander = companders.get(options.get("compander", "arctan"))
+    slope = 2 / math.sqrt(math.pi) if compander.name == "erf" else 1.0
+    layers = {
+        path: layer
+        for path, layer in leaf_layers(converted)
+        if isinstance(layer, ReparameterizedLayer)
+    }
+    largest = {
+        path: max(
+            float(np.max(np.abs(np.asarray(k))))
+            for k in layer.effective_kernels().values()
+        )
+        for path, layer in layers.items()
+    }
+    for entry in report.converted:
+        layer = layers[entry.path]
+        a, b = float(layer.a), float(layer.b)
+        if options["a"] == "auto":
+            assert entry.scales["a"] == pytest.approx(a)
+            bound = compander.max_magnitude(a)
+            if options.get("learnable") == "coarse":
+                # One a for the model: the largest any layer needs.
+                assert largest[entry.path] / bound <= 0.5 + 1e-6
+            else:
+                assert largest[entry.path] / bound == pytest.approx(0.5)
+        if options.get("b") == "auto":
+            assert b == pytest.approx(a * slope)  # Ψ'(0) = (a/b)·f'(0) = 1
+            assert entry.scales["b"] == pytest.approx(b)
+        if options.get("learnable") != "coarse":
+            config = layer.get_config()
+            assert (config["a"], config["b"]) == pytest.approx((a, b))
+    if options.get("learnable") == "coarse":
+        assert len({id(layer.shared) for layer in layers.values()}) == 1
+    assert "(a=" in str(report) or "(b=" in str(report)
+
+
+def test_auto_needs_a_bounded_compander():
+    model = architectures.build("sequential")
+    with pytest.raises(ValueError, match=r"unbounded\). Give `a` as a number"):
+        convert(model, a="auto", compander="arsinh")
