@@ -20,7 +20,7 @@ from keras_wc import conversion, initialization
 from keras_wc import optimizers as wc_optimizers
 from train import data as data_lib
 from train import schedules
-from train.config import ConfigError
+from train.config import DECOUPLED, ConfigError, init_path
 from train.data import DataBundle
 
 # The normalization of `models.build` that a `--method` selects.
@@ -35,6 +35,9 @@ _OTHER_REGULARIZERS = (
     "gamma_regularizer",
     "beta_regularizer",
 )
+# The variables `--weight-decay-scope kernels` leaves out of a decoupled
+# decay, as it leaves out their regularizers.
+_OTHER_VARIABLES = ("bias", "gamma", "beta")
 
 
 class Assembled(typing.NamedTuple):
@@ -64,8 +67,12 @@ def assemble(config, seed, *, strategy, build=models.build):
         keras.config.set_dtype_policy("mixed_float16")
     try:
         with strategy.scope(), _as_config_error():
-            model = build_model(config, bundle, build=build)
-            compile_model(model, config, make_optimizer(config, steps))
+            model = build_model(
+                config, bundle, build=build, init_file=init_path(config, seed)
+            )
+            compile_model(
+                model, config, make_optimizer(config, steps, model=model)
+            )
     finally:
         keras.config.set_dtype_policy(policy)
     return Assembled(bundle, model, steps)
@@ -107,32 +114,88 @@ def steps_per_epoch(config, bundle):
     return max(1, math.ceil(bundle.num_train / config.batch_size))
 
 
-def build_model(config, bundle, *, build=models.build):
+def build_model(config, bundle, *, build=models.build, init_file=None):
     """The network of `config` for `bundle`, ready to compile.
 
-    `models.build` with the normalization `--method` selects, then weight
-    decay (`with_weight_decay`), then the reparameterization and its
-    initialization (`apply_method`).
+    `models.build` with the normalization `--method` selects (or the
+    trained model of `init_file`), then weight decay (`with_weight_decay`;
+    not for the optimizers with a decoupled decay of their own), then the
+    reparameterization and its initialization (`apply_method`).
 
     Args:
         config: a resolved `Config`.
         bundle: the `DataBundle` (input shape, classes, WN init images).
         build: the model builder, `models.build` (a test may pass a smaller
             stand-in with the same signature).
+        init_file: a trained model to start from (`--init-from`, for this
+            seed): a `.keras` file, or a `.weights.h5` file loaded into
+            the model `build` makes.
+
+    Raises:
+        ConfigError: `init_file` cannot be loaded or does not fit the data.
     """
-    options = {}
-    if config.method in _NORMS:
-        options["norm"] = _NORMS[config.method]
-    model = build(
-        config.model,
-        num_classes=bundle.num_classes,
-        input_shape=tuple(bundle.input_shape),
-        **options,
-    )
-    model = with_weight_decay(
-        model, config.weight_decay, config.weight_decay_scope
-    )
+    if init_file is not None and init_file.endswith(".keras"):
+        model = load_trained(init_file, bundle)
+    else:
+        options = {}
+        if config.method in _NORMS:
+            options["norm"] = _NORMS[config.method]
+        model = build(
+            config.model,
+            num_classes=bundle.num_classes,
+            input_shape=tuple(bundle.input_shape),
+            **options,
+        )
+        if init_file is not None:
+            try:
+                model.load_weights(init_file)
+            except Exception as error:  # h5py, Keras: a file of the user's
+                raise ConfigError(
+                    f"--init-from {init_file} does not hold weights of "
+                    f"--model {config.model} for {config.dataset}: "
+                    f"{_first_line(error)}"
+                ) from error
+    if config.optimizer not in DECOUPLED:
+        model = with_weight_decay(
+            model, config.weight_decay, config.weight_decay_scope
+        )
     return apply_method(model, config, bundle)
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def load_trained(path, bundle):
+    """The model saved in the `.keras` file `path`, checked against the
+    data: its input shape and number of outputs (logits).
+
+    Raises:
+        ConfigError: the file cannot be loaded, or does not fit `bundle`.
+    """
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # zipfile, JSON, Keras: a file of the user's
+        raise ConfigError(
+            f"--init-from {path} cannot be loaded as a Keras model: "
+            f"{_first_line(error)}"
+        ) from error
+    try:
+        inputs = tuple(model.input_shape[1:])
+        outputs = model.output_shape[-1]
+    except (AttributeError, ValueError, TypeError, IndexError) as error:
+        raise ConfigError(
+            f"--init-from {path}: the model needs one input and one output "
+            f"({_first_line(error)})"
+        ) from error
+    if inputs != tuple(bundle.input_shape) or outputs != bundle.num_classes:
+        raise ConfigError(
+            f"--init-from {path}: the model maps {inputs} to {outputs} "
+            f"outputs; the data needs {tuple(bundle.input_shape)} to "
+            f"{bundle.num_classes}"
+        )
+    return model
 
 
 def with_weight_decay(model, weight_decay, scope="all"):
@@ -206,11 +269,15 @@ def apply_method(model, config, bundle):
     return model
 
 
-def make_optimizer(config, steps):
+def make_optimizer(config, steps, model=None):
     """The optimizer of `config` with its learning-rate schedule.
 
     SGD is Keras's (`v ← μv − η·g; w ← w + v`), which equals PyTorch's form
-    (`v ← μv + g; w ← w − η·v`) while η is constant.
+    (`v ← μv + g; w ← w − η·v`) while η is constant. AdamW (plain or
+    modified) gets `--weight-decay` as its decoupled decay; given `model`,
+    it leaves out `keras_wc.optimizers.no_decay_variables(model)` (learnable
+    a, b; WN directions) and, with `--weight-decay-scope kernels`, the
+    biases and normalization parameters.
     """
     learning_rate = schedules.get(
         config.schedule,
@@ -224,7 +291,34 @@ def make_optimizer(config, steps):
         return keras.optimizers.SGD(learning_rate, momentum=config.momentum)
     if config.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate)
-    return wc_optimizers.ModifiedAdam(learning_rate)
+    if config.optimizer == "modified-adam":
+        return wc_optimizers.ModifiedAdam(learning_rate)
+    cls = (
+        keras.optimizers.AdamW
+        if config.optimizer == "adamw"
+        else wc_optimizers.ModifiedAdamW
+    )
+    optimizer = cls(learning_rate, weight_decay=config.weight_decay)
+    if model is not None:
+        optimizer.exclude_from_weight_decay(
+            var_list=decay_exclusions(model, config.weight_decay_scope)
+        )
+    return optimizer
+
+
+def decay_exclusions(model, scope="all"):
+    """The variables of `model` a decoupled weight decay leaves alone:
+    `keras_wc.optimizers.no_decay_variables(model)`, plus, for `scope`
+    `"kernels"`, the biases and the normalization layers' gamma and beta."""
+    excluded = wc_optimizers.no_decay_variables(model)
+    if scope == "kernels":
+        known = {id(v) for v in excluded}
+        excluded += [
+            v
+            for v in model.trainable_variables
+            if v.name in _OTHER_VARIABLES and id(v) not in known
+        ]
+    return excluded
 
 
 def compile_model(model, config, optimizer):

@@ -19,7 +19,7 @@ from train.config import Config, ConfigError
 
 PROG = "python -m train"
 # Flags that select a single run instead of the demo comparison.
-_SINGLE_RUN = ("preset", "config", "model", "dataset", "method")
+_SINGLE_RUN = ("preset", "config", "model", "dataset", "method", "init_from")
 
 _DESCRIPTION = """\
 Train and test the networks of the weight compander (WC) paper and the
@@ -42,12 +42,30 @@ normalization layers' gamma/beta are decayed too, as PyTorch's
 SGD(model.parameters(), weight_decay=wd) did in the papers' code; 'kernels'
 decays the kernels only.
 
+fine-tuning: --init-from FILE starts every seed from a trained model, a
+.keras file (architecture and weights; it must return logits) or a
+.weights.h5 file for the --model built here (e.g. a baseline run's
+seed-<k>/best.weights.h5); {seed} in FILE stands for the seed number, so
+each seed can start from its own baseline. --method wc then converts it
+(--a auto --b auto: each layer's a from its own kernels, b = a) and
+results.json also records the test accuracy before fine-tuning. With
+--optimizer adamw or modified-adamw, --weight-decay is AdamW's decoupled
+weight decay (PyTorch's AdamW weight_decay); modified-adamw decays Psi(v)
+of fixed WC kernels (keras_wc.optimizers), never a, b or WN directions.
+--export folds each seed's tested model and exports it (keras_wc.export) to
+seed-<k>/export/ (SavedModel and export.keras), checking its accuracy.
+
 examples:
   python -m train                                  # the demo comparison
   python -m train --list-presets
   python -m train --preset t2-resnet18-wc --data-dir ~/tensorflow_datasets
   python -m train --model small_cnn --dataset digits --method wc --a 1 --b 0.6
   python -m train.report runs/                     # table of finished runs
+  python -m train --dataset digits --epochs 20 --seeds 3 --out runs/base
+  python -m train --dataset digits --method wc --a auto --b auto \\
+      --init-from 'runs/base/seed-{seed}/best.weights.h5' --seeds 3 \\
+      --optimizer modified-adamw --lr 1e-3 --weight-decay 0.01 \\
+      --schedule constant --epochs 5 --export --out runs/ft-wc
 """
 
 
@@ -56,6 +74,18 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number_or_auto(text):
+    """`--a`/`--b`: a float, or the word `auto`."""
+    if text == config_lib.AUTO:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number or {config_lib.AUTO}, got {text!r}"
+        ) from None
 
 
 def _default(name):
@@ -106,6 +136,13 @@ def build_parser():
         "or digits" + _default("dataset"),
     )
     group.add_argument(
+        "--init-from",
+        metavar="FILE",
+        help="fine-tune: start each seed from this trained model, a .keras "
+        "file or a .weights.h5 file for --model; {seed} stands for the "
+        "seed (see below)",
+    )
+    group.add_argument(
         "--data-dir",
         metavar="DIR",
         help="prepared TFDS data (cifar*, imagenet2012), the "
@@ -122,10 +159,16 @@ def build_parser():
         "wn+mobn" + _default("method"),
     )
     group.add_argument(
-        "--a", type=float, help="WC: a in a*f(v/b)" + _default("a")
+        "--a",
+        type=_number_or_auto,
+        help="WC: a in a*f(v/b), or auto (per layer: its largest |w| at "
+        "half the bound a*sup|f|)" + _default("a"),
     )
     group.add_argument(
-        "--b", type=float, help="WC: b in a*f(v/b)" + _default("b")
+        "--b",
+        type=_number_or_auto,
+        help="WC: b in a*f(v/b), or auto (Psi'(0) = 1, b = a for arctan)"
+        + _default("b"),
     )
     group.add_argument(
         "--compander",
@@ -157,8 +200,8 @@ def build_parser():
     group.add_argument(
         "--optimizer",
         choices=config_lib.OPTIMIZERS,
-        help="sgd, adam or modified-adam (WC paper §III-A.3)"
-        + _default("optimizer"),
+        help="sgd, adam, modified-adam (WC paper §III-A.3), adamw or "
+        "modified-adamw (decoupled --weight-decay)" + _default("optimizer"),
     )
     group.add_argument(
         "--lr", type=float, help="initial learning rate" + _default("lr")
@@ -187,8 +230,8 @@ def build_parser():
         "--weight-decay",
         type=float,
         metavar="WD",
-        help="PyTorch-convention weight decay, see below"
-        + _default("weight_decay"),
+        help="PyTorch-convention weight decay (AdamW's own with adamw and "
+        "modified-adamw), see below" + _default("weight_decay"),
     )
     group.add_argument(
         "--weight-decay-scope",
@@ -284,6 +327,12 @@ def build_parser():
         action=argparse.BooleanOptionalAction,
         help="run the train step eagerly, for debugging"
         + _default("run_eagerly"),
+    )
+    group.add_argument(
+        "--export",
+        action=argparse.BooleanOptionalAction,
+        help="fold and export each seed's tested model to seed-<k>/export"
+        + _default("export"),
     )
     group.add_argument(
         "--verbose",

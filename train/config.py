@@ -17,7 +17,10 @@ import typing
 from train import presets
 
 METHODS = ("none", "wc", "pp", "wn", "bn", "mobn", "wn+mobn")
-OPTIMIZERS = ("sgd", "adam", "modified-adam")
+OPTIMIZERS = ("sgd", "adam", "modified-adam", "adamw", "modified-adamw")
+# Optimizers whose --weight-decay is their own decoupled weight decay
+# (AdamW's λ, as PyTorch's AdamW), not an L2 penalty in the loss.
+DECOUPLED = ("adamw", "modified-adamw")
 SCHEDULES = ("step", "wn-linear", "constant")
 COMPANDERS = ("arctan", "arsinh", "erf")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -26,6 +29,13 @@ PREPROCESSING = ("standard", "zca")
 VERBOSITY = ("auto", "0", "1", "2")
 # Datasets whose files are never found without `--data-dir`.
 NEEDS_DATA_DIR = ("imagenet2012", "tiny_imagenet")
+# What --init-from may name, and the placeholder for the seed in its path.
+INIT_SUFFIXES = (".keras", ".weights.h5")
+SEED_FIELD = "{seed}"
+# --a/--b: a number, or this word (keras_wc.convert's per-layer rule).
+AUTO = "auto"
+# Companders with a bound, which `--a auto` needs.
+BOUNDED_COMPANDERS = ("arctan", "erf")
 # Method-specific options, their defaults and the methods they belong to.
 METHOD_OPTIONS = {
     "a": (1.0, ("wc",)),
@@ -52,10 +62,13 @@ class Config:
     model: str = "small_cnn"
     dataset: str = "fashion_mnist"
     preset: str | None = None
+    # A trained model to start from (fine-tuning).
+    init_from: str | None = None
     # Method.
     method: str = "none"
-    a: float | None = None
-    b: float | None = None
+    # A number, or "auto" (`keras_wc.convert`'s per-layer rule).
+    a: float | str | None = None
+    b: float | str | None = None
     compander: str | None = None
     # "none", "fine", "coarse", or true/false (`resolve` makes them strings).
     learnable: str | bool = "none"
@@ -90,6 +103,8 @@ class Config:
     deterministic: bool = True
     run_eagerly: bool = False
     verbose: str = "auto"
+    # Fold and export each seed's tested model (`keras_wc.export`).
+    export: bool = False
 
     @classmethod
     def fields(cls):
@@ -173,9 +188,28 @@ class Config:
                     f"{_flag(name)} applies to --method "
                     f"{' or '.join(methods)}, not {self.method}"
                 )
+        for name in ("a", "b"):
+            if resolved.get(name) == AUTO:
+                continue
+            if isinstance(resolved.get(name), str):
+                raise ConfigError(
+                    f"--{name} must be a number > 0 or {AUTO}, got "
+                    f"{resolved[name]!r}"
+                )
         for name in ("a", "b", "alpha", "init_scale"):
-            if name in resolved:
+            if name in resolved and resolved[name] != AUTO:
                 _check_number(name, resolved[name], 0, open_low=True)
+        if (
+            resolved.get("a") == AUTO
+            and resolved["compander"] not in BOUNDED_COMPANDERS
+        ):
+            raise ConfigError(
+                f"--a {AUTO} needs a bounded compander "
+                f"({', '.join(BOUNDED_COMPANDERS)}), not "
+                f"{resolved['compander']}"
+            )
+        if self.init_from is not None:
+            check_init_from(self.init_from)
         if "init_examples" in resolved:
             _check_int("init_examples", resolved["init_examples"])
         if self.dataset in NEEDS_DATA_DIR and not self.data_dir:
@@ -215,7 +249,41 @@ class Config:
         if self.preset:
             return self.preset
         method = self.method.replace("+", "-")
-        return f"{self.model}-{self.dataset}-{method}"
+        tuned = "-finetuned" if self.init_from else ""
+        return f"{self.model}-{self.dataset}-{method}{tuned}"
+
+
+def check_init_from(path):
+    """`--init-from` names a `.keras` model or a `.weights.h5` file, with
+    at most the `{seed}` placeholder (the files are checked by
+    `train.paths.check_config`).
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if not path:
+        raise ConfigError(f"--init-from must be a non-empty path, got {path!r}")
+    if not path.endswith(INIT_SUFFIXES):
+        raise ConfigError(
+            "--init-from must name a .keras model or a .weights.h5 file, "
+            f"got {path}"
+        )
+    try:
+        formatted = path.format(seed=0)
+    except (KeyError, IndexError, ValueError):
+        formatted = None
+    if formatted is None or "{" in path.replace(SEED_FIELD, ""):
+        raise ConfigError(
+            f"--init-from may hold {SEED_FIELD} (the seed number) and no "
+            f"other braces, got {path}"
+        )
+
+
+def init_path(config, seed):
+    """The `--init-from` file of `seed` (`{seed}` replaced), or None."""
+    if config.init_from is None:
+        return None
+    return config.init_from.replace(SEED_FIELD, str(seed))
 
 
 def learnable_mode(value):

@@ -76,13 +76,35 @@ def _check_writable(flag, path, existing):
         raise ConfigError(f"{flag} {path} is not writable{where}")
 
 
+def check_input_file(flag, path):
+    """`path` is an existing, readable file.
+
+    Raises:
+        ConfigError: `path` is empty, missing, a directory or unreadable.
+    """
+    _check_not_empty(flag, path)
+    if not os.path.exists(path):
+        raise ConfigError(f"{flag} {path} does not exist")
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag} {path} is a directory")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{flag} {path} is not readable")
+
+
 def check_config(config):
     """The paths of a resolved `Config`: `--out` (or its default) can be
-    written, `--data-dir` (when given) is a directory.
+    written, `--data-dir` (when given) is a directory, `--init-from` (when
+    given) names a readable file for every seed.
 
     Raises:
         ConfigError: the first bad path.
     """
+    # Imported here: train.config imports nothing of this module.
+    from train.config import init_path
+
     check_output_dir("--out", config.output_dir())
     if config.data_dir is not None:
         check_input_dir("--data-dir", config.data_dir)
+    if config.init_from is not None:
+        for seed in range(config.seeds):
+            check_input_file("--init-from", init_path(config, seed))

@@ -3,8 +3,9 @@
 `results.json` holds `label`, `preset`, `paper` (the published
 `{"mean", "std"}` in %, or null), the resolved `config`, the per-seed
 records `seeds` (`{"seed", "test_acc", ...}`), their summary `test_acc`
-(`{"mean", "std", "n"}`, fractions; null before the first seed), `complete`,
-`versions` and `wall_time_s`. `start` begins or continues one, `summarize`
+(`{"mean", "std", "n"}`, fractions; null before the first seed), likewise
+`initial_test_acc` and `export_test_acc` when the seeds record them
+(`--init-from`, `--export`), `complete`, `versions` and `wall_time_s`. `start` begins or continues one, `summarize`
 updates it after a seed, `read` checks one written earlier (`python -m
 train.report` reads them so), `save` writes both files.
 """
@@ -41,6 +42,8 @@ def default_label(config):
             label += f" ({config.compander})"
         if config.learnable != "none":
             label += f" (learnable, {config.learnable})"
+    if config.init_from is not None:
+        label += ", fine-tuned"
     return label
 
 
@@ -85,14 +88,24 @@ def _comparable(config_dict):
     }
 
 
-def summarize(results, config):
-    """Updates `results` after a seed's record was appended to `seeds`."""
-    accs = [record["test_acc"] for record in results["seeds"]]
-    results["test_acc"] = {
-        "mean": float(np.mean(accs)),
-        "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
-        "n": len(accs),
+def _summary(values):
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "n": len(values),
     }
+
+
+def summarize(results, config):
+    """Updates `results` after a seed's record was appended to `seeds`:
+    `test_acc`, and `initial_test_acc` / `export_test_acc` when the seeds
+    have them (`--init-from`, `--export`)."""
+    accs = [record["test_acc"] for record in results["seeds"]]
+    results["test_acc"] = _summary(accs)
+    for key in ("initial_test_acc", "export_test_acc"):
+        values = [r[key] for r in results["seeds"] if key in r]
+        if values:
+            results[key] = _summary(values)
     results["complete"] = len(accs) >= config.seeds
     results["wall_time_s"] = round(
         sum(record.get("wall_time_s", 0.0) for record in results["seeds"]), 2

@@ -11,6 +11,13 @@ into `config.out`:
     seed-<k>/weights.png   their plot (WC paper Fig. 3/4); scales.png for
                            learnable a, b
     seed-<k>/best.weights.h5, best.json   the best-on-validation weights
+    seed-<k>/export/, export.keras   with `--export`: the tested model,
+                           folded (SavedModel and Keras file)
+
+With `--init-from` each seed starts from a trained model and its record also
+holds `initial_test_acc`, the test accuracy of that start (after
+`--method`'s conversion, which keeps the function); with `--export`,
+`export_test_acc` is the accuracy of the exported, folded model.
 
 A run is resumable: each seed backs up its state after every epoch
 (`keras.callbacks.BackupAndRestore` in `seed-<k>/backup/`) and seeds already
@@ -140,7 +147,9 @@ def train_seed(
 
     Returns:
         `{"seed", "test_acc", "test_loss", "best_val_acc", "best_epoch",
-        "epochs", "num_train", "resumed_from_epoch"}`.
+        "epochs", "num_train", "resumed_from_epoch"}`, with
+        `initial_test_acc` (`--init-from`) and `export_test_acc`
+        (`--export`).
     """
     bundle, model, steps = assembled
     os.makedirs(directory, exist_ok=True)
@@ -162,7 +171,13 @@ def train_seed(
     # [e·steps, (e+1)·steps), so a resumed run skips exactly the batches the
     # interrupted one used.
     train_data = bundle.train.repeat().skip(initial_epoch * steps)
+    extra = {}
     with multiworker.patched(model, strategy, bundle.train):
+        if config.init_from is not None:
+            # Before `fit`: a resumed run restores its backup in `fit`.
+            _, extra["initial_test_acc"] = model.evaluate(
+                bundle.test, verbose=0
+            )
         model.fit(
             train_data,
             epochs=config.epochs,
@@ -179,6 +194,10 @@ def train_seed(
         test_loss, test_acc = model.evaluate(bundle.test, verbose=0)
     if chief:
         plot(own.recorder, directory)
+        if config.export:
+            extra["export_test_acc"] = export_seed(
+                model, config, bundle, os.path.join(directory, EXPORT_DIR)
+            )
     return {
         "seed": seed,
         "test_acc": float(test_acc),
@@ -188,7 +207,26 @@ def train_seed(
         "epochs": config.epochs,
         "num_train": bundle.num_train,
         "resumed_from_epoch": initial_epoch,
+        **{key: float(value) for key, value in extra.items()},
     }
+
+
+# Where `--export` writes a seed's folded model (and `EXPORT_DIR.keras`).
+EXPORT_DIR = "export"
+
+
+def export_seed(model, config, bundle, path):
+    """Folds and exports `model` to `path` (SavedModel) and `path.keras`
+    (`keras_wc.export`, replacing an earlier export), and returns the test
+    accuracy of the folded model, which holds only built-in Keras layers.
+    """
+    import keras_wc
+
+    folded = keras_wc.export(model, path, overwrite=True)
+    # Only to evaluate: loss and metrics as in training, no optimizer state.
+    assembly.compile_model(folded, config, "sgd")
+    _, accuracy = folded.evaluate(bundle.test, verbose=0)
+    return accuracy
 
 
 def _verbosity(config, chief):

@@ -25,7 +25,13 @@ def _setup(tmp):
     (tmp / "str-lr.json").write_text('{"lr": "0.1"}')
     (tmp / "unknown.json").write_text('{"epoch": 3}')
     (tmp / "bool-aug.json").write_text('{"augment": "no"}')
+    (tmp / "a-word.json").write_text('{"method": "wc", "a": "large"}')
     (tmp / "a-dir").mkdir()
+    (tmp / "a-dir.keras").mkdir()
+    (tmp / "garbage.keras").write_text("not a zip")
+    (tmp / "garbage.weights.h5").write_text("not HDF5")
+    (tmp / "seed-0.weights.h5").write_text("only seed 0")
+    _model_file(tmp / "wrong-shape.keras")
     runs = {
         "notjson": "{",
         "nolabel": _results(label=None),
@@ -48,6 +54,14 @@ def _setup(tmp):
 
 
 _MISSING = object()
+
+
+def _model_file(path):
+    """A .keras model that does not fit digits (8×8×1 → 10)."""
+    import keras
+
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(3)(inputs)).save(path)
 
 
 def _results(label="mlp", config=_MISSING, config_changes=None,
@@ -174,6 +188,43 @@ CASES = [
     ("limit-train-above-the-data", "train",
      _SMALL + ["--limit-train", "100000", "--out", "big"],
      r"`limit_train` must be at most .* limit_train=100000"),
+    # Fine-tuning: --init-from, --a/--b auto, --optimizer
+    ("init-from-missing", "train", ["--init-from", "nope.keras"],
+     r"--init-from nope.keras does not exist"),
+    ("init-from-a-directory", "train", _SMALL + ["--init-from", "a-dir.keras"],
+     r"--init-from a-dir.keras is a directory"),
+    ("init-from-no-suffix", "train", _SMALL + ["--init-from", "afile"],
+     r"--init-from must name a .keras model or a .weights.h5 file, "
+     r"got afile"),
+    ("init-from-other-braces", "train",
+     _SMALL + ["--init-from", "run-{{k}}/m.keras"],
+     r"--init-from may hold \{seed\} \(the seed number\) and no other "
+     r"braces, got run-\{k\}/m.keras"),
+    ("init-from-missing-for-seed-1", "train",
+     _SMALL + ["--init-from", "seed-{{seed}}.weights.h5", "--seeds", "2"],
+     r"--init-from seed-1.weights.h5 does not exist"),
+    ("init-from-not-a-keras-file", "train",
+     _SMALL + ["--init-from", "garbage.keras", "--out", "g"],
+     r"--init-from garbage.keras cannot be loaded as a Keras model"),
+    ("init-from-not-weights", "train",
+     _SMALL + ["--init-from", "garbage.weights.h5", "--out", "g"],
+     r"--init-from garbage.weights.h5 does not hold weights of --model "
+     r"mlp for digits"),
+    ("init-from-wrong-shape", "train",
+     _SMALL + ["--init-from", "wrong-shape.keras", "--out", "g"],
+     r"--init-from wrong-shape.keras: the model maps \(4,\) to 3 outputs; "
+     r"the data needs \(8, 8, 1\) to 10"),
+    ("a-not-a-number", "train", _SMALL + ["--method", "wc", "--a", "big"],
+     r"argument --a: must be a number or auto, got 'big'"),
+    ("a-auto-unbounded", "train",
+     _SMALL + ["--method", "wc", "--a", "auto", "--compander", "arsinh"],
+     r"--a auto needs a bounded compander \(arctan, erf\), not arsinh"),
+    ("b-auto-without-wc", "train", _SMALL + ["--b", "auto"],
+     r"--b applies to --method wc, not none"),
+    ("a-other-word-in-config", "train", ["--config", "a-word.json"],
+     r"--a must be a number > 0 or auto, got 'large'"),
+    ("optimizer-unknown", "train", _SMALL + ["--optimizer", "adamw2"],
+     r"argument --optimizer: invalid choice: 'adamw2'"),
     # python -m train.report
     ("report-missing", "report", ["nope"],
      r"no such file or directory: nope"),
