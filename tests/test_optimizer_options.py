@@ -545,3 +545,30 @@ def test_saved_with_ema_and_decay_and_loaded(tmp_path):
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables,
                     strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_wn_variables_take_the_plain_step():
+    """A modified optimizer treats WN's `v` and `g` (and biases) as the
+    plain optimizer does, weight decay and EMA included."""
+    rng = np.random.default_rng(0)
+    grads = [
+        [rng.standard_normal(shape).astype("float32")
+         for shape in ((5, 3), (3,), (3,))]
+        for _ in range(3)
+    ]
+    finals = []
+    for cls in (keras.optimizers.AdamW, optimizers.ModifiedAdamW):
+        layer = keras_wc.WNDense(
+            3, data_init=False,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=1),
+        )
+        layer.build((None, 5))
+        variables = layer.trainable_variables
+        optimizer = cls(0.01, weight_decay=0.1, use_ema=True,
+                        ema_momentum=0.5, clipnorm=1.0)
+        for step in grads:
+            optimizer.apply(step, variables)
+        optimizer.finalize_variable_values(variables)
+        finals.append([np.asarray(v) for v in variables])
+    for plain, modified in zip(*finals, strict=True):
+        np.testing.assert_array_equal(plain, modified)
