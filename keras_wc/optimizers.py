@@ -344,6 +344,15 @@ class ModifiedOptimizerMixin:
             return False
         return super()._use_weight_decay(variable)
 
+    def _apply_weight_decay(self, variables):
+        # Only the variables Keras decays itself (PyTorch's backend cannot
+        # decay an empty list).
+        if self.weight_decay is None:
+            return
+        variables = [v for v in variables if self._use_weight_decay(v)]
+        if variables:
+            super()._apply_weight_decay(variables)
+
     def _kernel_decay(self, variable, layer, learning_rate, scale):
         """The decoupled decay of a WC/PP kernel this step (or None)."""
         if self.weight_decay is None or not super()._use_weight_decay(

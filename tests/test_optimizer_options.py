@@ -85,6 +85,14 @@ def _loss_scale(optimizer):
     return float(keras.ops.convert_to_numpy(optimizer.dynamic_scale))
 
 
+def _apply(optimizer, grads, variables):
+    """`optimizer.apply` with the gradients as backend tensors."""
+    optimizer.apply(
+        [keras.ops.convert_to_tensor(np.asarray(g, "float32")) for g in grads],
+        variables,
+    )
+
+
 def _run(problem, optimizer, steps=STEPS, variables=None):
     """`steps` calls of `optimizer.apply` with the problem's gradients at
     the variables' current values (times the loss scale for a
@@ -95,10 +103,7 @@ def _run(problem, optimizer, steps=STEPS, variables=None):
     for _ in range(steps):
         grads = problem.grads(_values(variables, names))
         scale = _loss_scale(optimizer)
-        optimizer.apply(
-            [np.asarray(grads[n] * scale, "float32") for n in names],
-            variables,
-        )
+        _apply(optimizer, [grads[n] * scale for n in names], variables)
     return _values(variables, names), variables
 
 
@@ -178,9 +183,8 @@ def test_decay_alone_is_the_gradient_of_eq5():
     ):
         problem = DenseProblem()
         _, variables = _build(problem)
-        cls(lr, weight_decay=wd).apply(
-            [np.zeros(v.shape, "float32") for v in variables], variables
-        )
+        zeros = [np.zeros(v.shape) for v in variables]
+        _apply(cls(lr, weight_decay=wd), zeros, variables)
         results[kind] = np.asarray(variables[0], "float64")
     v = problem.init["v"]
     w, dpsi = problem.psi(problem.init), problem.dpsi(problem.init)
@@ -209,7 +213,7 @@ def test_modified_sgd_decay_equals_the_papers_l2_on_psi():
         optimizer.exclude_from_weight_decay(var_names=["bias"])
         model.compile(optimizer=optimizer, loss="mse")
         _fit(model, problem, 5)
-        finals.append(np.asarray(layer.v))
+        finals.append(np.array(layer.v))
     assert np.max(np.abs(finals[0] - problem.init["v"])) > 1e-2
     np.testing.assert_allclose(finals[0], finals[1], rtol=1e-5, atol=1e-6)
 
@@ -219,9 +223,7 @@ def test_exclude_from_weight_decay_is_honoured_for_kernels():
     _, variables = _build(problem)
     optimizer = optimizers.ModifiedAdamW(0.1, weight_decay=0.5)
     optimizer.exclude_from_weight_decay(var_list=[variables[0]])
-    optimizer.apply(
-        [np.zeros(v.shape, "float32") for v in variables], variables
-    )
+    _apply(optimizer, [np.zeros(v.shape) for v in variables], variables)
     np.testing.assert_array_equal(
         np.asarray(variables[0]), problem.init["v"].astype("float32")
     )
@@ -275,9 +277,7 @@ def test_wn_decay_of_the_gain_alone_shrinks_w_exactly(cls):
         var_list=optimizers.no_decay_variables(model)
     )
     variables = model.trainable_variables
-    optimizer.apply(
-        [np.zeros(v.shape, "float32") for v in variables], variables
-    )
+    _apply(optimizer, [np.zeros(v.shape) for v in variables], variables)
     np.testing.assert_allclose(
         np.asarray(layer.kernel), before * (1 - lr * wd), rtol=1e-6
     )
@@ -337,8 +337,7 @@ def test_gradient_accumulation(modified):
         # Different data at each call, as in training on batches.
         problem.x = np.random.default_rng(call).standard_normal((8, 5))
         grads = problem.grads(_values(variables, names))
-        optimizer.apply([np.asarray(grads[n], "float32") for n in names],
-                        variables)
+        _apply(optimizer, [grads[n] for n in names], variables)
         reference.apply(problem.grads(reference.params))
         _assert_close(_values(variables, names), reference.params)
     assert int(optimizer.iterations) == 2
@@ -377,11 +376,8 @@ def test_ema_overwrite_frequency_writes_the_effective_average():
     reference = Reference(problem, "SGD", **settings)
     names = problem.names()
     for call in range(3):
-        optimizer.apply(
-            [np.asarray(g, "float32")
-             for g in problem.grads(_values(variables, names)).values()],
-            variables,
-        )
+        grads = problem.grads(_values(variables, names))
+        _apply(optimizer, [grads[n] for n in names], variables)
         reference.apply(problem.grads(reference.params))
         if call == 2:  # (iterations + 1) % 3 == 0: overwritten
             reference.params = dict(reference.average)
@@ -419,9 +415,9 @@ def test_loss_scale_optimizer_skips_a_non_finite_step(mixed_precision):
     _, variables = _build(problem)
     _run(problem, optimizer, steps=1, variables=variables)
     before = _values(variables, problem.names())
-    state = [np.asarray(v) for v in optimizer.inner_optimizer.variables]
+    state = [np.array(v) for v in optimizer.inner_optimizer.variables]
     bad = [np.full(v.shape, np.inf, "float32") for v in variables]
-    optimizer.apply(bad, variables)
+    _apply(optimizer, bad, variables)
     assert float(optimizer.dynamic_scale) == 2.0**14
     _assert_close(_values(variables, problem.names()), before, 0, 0)
     for old, new in zip(state, optimizer.inner_optimizer.variables,
@@ -475,13 +471,9 @@ def test_other_elementwise_optimizers_scale_the_plain_step(cls):
         grads = problem.grads(params)
         scale = problem.dpsi(params)
         before = np.asarray(plain_var, "float64")
-        plain.apply([np.asarray(grads["v"] / scale, "float32")],
-                    [plain_var])
+        _apply(plain, [grads["v"] / scale], [plain_var])
         increment = np.asarray(plain_var, "float64") - before
-        modified.apply(
-            [np.asarray(grads[n], "float32") for n in problem.names()],
-            variables,
-        )
+        _apply(modified, [grads[n] for n in problem.names()], variables)
         np.testing.assert_allclose(
             np.asarray(variables[0], "float64") - params["v"],
             scale * increment,
@@ -567,8 +559,9 @@ def test_wn_variables_take_the_plain_step():
         optimizer = cls(0.01, weight_decay=0.1, use_ema=True,
                         ema_momentum=0.5, clipnorm=1.0)
         for step in grads:
-            optimizer.apply(step, variables)
+            _apply(optimizer, step, variables)
         optimizer.finalize_variable_values(variables)
-        finals.append([np.asarray(v) for v in variables])
+        finals.append([np.array(v) for v in variables])
     for plain, modified in zip(*finals, strict=True):
-        np.testing.assert_array_equal(plain, modified)
+        # (PyTorch's plain AdamW runs a fused step: a rounding apart.)
+        np.testing.assert_allclose(plain, modified, rtol=1e-6, atol=1e-9)

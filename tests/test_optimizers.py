@@ -58,7 +58,8 @@ def test_modified_adam_matches_numpy_over_steps(jit):
     a, b = 0.8, 0.6
     model, layer = _wc_model(a, b)
     x, y = _data()
-    v0, b0 = np.asarray(layer.v), np.asarray(layer.bias)
+    # Copies: on PyTorch, np.asarray may share the variable's memory.
+    v0, b0 = np.array(layer.v), np.array(layer.bias)
     model.compile(
         optimizer=ModifiedAdam(LR, beta_1=B1, beta_2=B2, epsilon=EPS),
         loss="mse",
