@@ -5,9 +5,10 @@
 records `seeds` (`{"seed", "test_acc", ...}`), their summary `test_acc`
 (`{"mean", "std", "n"}`, fractions; null before the first seed), likewise
 `initial_test_acc` and `export_test_acc` when the seeds record them
-(`--init-from`, `--export`), `complete`, `versions` and `wall_time_s`. `start` begins or continues one, `summarize`
-updates it after a seed, `read` checks one written earlier (`python -m
-train.report` reads them so), `save` writes both files.
+(`--init-from`, `--export`), `complete`, `versions` and `wall_time_s`.
+`start` begins or continues one, `summarize` updates it after a seed, `read`
+checks one written earlier (`python -m train.report` reads them so), `save`
+writes both files.
 """
 
 import json
