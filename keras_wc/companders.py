@@ -22,8 +22,9 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
+
+from keras_wc import backend
 
 
 class Compander:
@@ -61,11 +62,7 @@ class Compander:
         )
 
     def f_derivative(self, u):
-        u = tf.convert_to_tensor(u)
-        with tf.GradientTape() as tape:
-            tape.watch(u)
-            y = self.f(u)
-        return tape.gradient(y, u)
+        return backend.derivative(self.f, u)
 
     def forward(self, v, a, b):
         """Ψ(v) = a·f(v/b) (Eq. 1 for `arctan`)."""
@@ -276,8 +273,4 @@ def derivative(compander, v, a, b):
     """Ψ'(v): the compander's own `derivative`, else autodiff of `forward`."""
     if callable(getattr(compander, "derivative", None)):
         return compander.derivative(v, a, b)
-    v = tf.convert_to_tensor(v)
-    with tf.GradientTape() as tape:
-        tape.watch(v)
-        w = compander.forward(v, a, b)
-    return tape.gradient(w, v)
+    return backend.derivative(lambda t: compander.forward(t, a, b), v)

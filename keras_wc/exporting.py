@@ -7,14 +7,15 @@ import functools
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from keras_wc import tree
+from keras_wc import backend, tree
 from keras_wc.folding import fold
 from keras_wc.validation import nearest_directory, path_argument
 
@@ -109,6 +110,38 @@ def export(model, path, format="tf_saved_model", *, overwrite=False):
 
 
 def _write(folded, format, artifact, keras_file):
+    folded.save(keras_file)
+    if backend.name() == "tensorflow":
+        write_artifact(folded, format, artifact)
+        return
+    # SavedModel and ONNX are TensorFlow's formats: the folded model (plain
+    # Keras, whatever backend trained it) is written by a TensorFlow-backend
+    # process from the `.keras` file just saved.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keras_wc.exporting",
+            os.fspath(keras_file),
+            os.fspath(artifact),
+            format,
+        ],
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"keras_wc.export: writing the {format} artifact with the "
+            "TensorFlow backend failed (TensorFlow must be installed to "
+            f"export from the {backend.name()} backend):\n"
+            f"{result.stderr[-3000:]}"
+        )
+
+
+def write_artifact(folded, format, artifact):
+    """Writes the SavedModel or ONNX file of a folded model (TensorFlow
+    backend)."""
     symbolic = _has_symbolic_inputs(folded)
     if format == "tf_saved_model" and symbolic:
         _write_saved_model(folded, artifact)
@@ -134,7 +167,6 @@ def _write(folded, format, artifact, keras_file):
                 format="onnx",
                 verbose=False,
             )
-    folded.save(keras_file)
 
 
 def _check_model(model):
@@ -320,6 +352,8 @@ def keras_path(path):
 
 
 def _write_saved_model(model, path):
+    import tensorflow as tf
+
     inputs = model.inputs
     specs = [
         tf.TensorSpec((None, *x.shape[1:]), x.dtype, name=x.name)
@@ -374,3 +408,14 @@ def _output_names(model):
     if len(set(names)) != len(names):
         return [f"output_{i}" for i in range(len(names))]
     return names
+
+
+def _main(argv):
+    """`python -m keras_wc.exporting KERAS_FILE ARTIFACT FORMAT`: writes the
+    artifact of a saved folded model (how other backends export)."""
+    keras_file, artifact, format = argv
+    write_artifact(keras.saving.load_model(keras_file), format, artifact)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

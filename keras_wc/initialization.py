@@ -7,9 +7,9 @@ openai/weightnorm `tensorflow/nn.py` (the formulas) and `lasagne/train.py`
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from keras_wc import tree
+from keras_wc import backend, tree
 from keras_wc.layers.weight_norm import init_pass
 
 
@@ -101,19 +101,13 @@ def initialize(model, data, *, num_samples=None):
                 "`num_samples` must be >= 1. "
                 f"Received: num_samples={num_samples}"
             )
-    if not tf.executing_eagerly():
+    backend.check_cross_replica_context("initialize")
+    detached = backend.detached_variables(model)
+    if detached:
         raise RuntimeError(
-            "`keras_wc.initialize` must run eagerly, not inside a "
-            "`tf.function`."
-        )
-    if (
-        tf.distribute.has_strategy()
-        and not tf.distribute.in_cross_replica_context()
-    ):
-        raise RuntimeError(
-            "`keras_wc.initialize` must be called in the cross-replica "
-            "context (outside `strategy.run`), so that the statistics are "
-            "those of the global batch and every replica is assigned."
+            f"`keras_wc.initialize`: {len(detached)} variable(s) of model "
+            f"'{model.name}' hold no value (e.g. '{detached[0]}')."
+            + backend.JAX_FIT_NOTE
         )
     x = _init_batch(data, num_samples)
     _check_values(x)
@@ -130,7 +124,7 @@ def initialize(model, data, *, num_samples=None):
 
 
 def _is_batch(data):
-    return isinstance(data, (np.ndarray, dict, list)) or tf.is_tensor(data)
+    return isinstance(data, (np.ndarray, dict, list)) or ops.is_tensor(data)
 
 
 def _init_batch(data, num_samples):

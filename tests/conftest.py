@@ -1,7 +1,14 @@
 """Test configuration shared by the whole suite.
 
-The CPU is split into two logical devices before TensorFlow initializes, so
-that tests can run `tf.distribute.MirroredStrategy` with two replicas.
+The suite runs on the Keras backend of `KERAS_BACKEND` (TensorFlow by
+default; `make test` runs it on TensorFlow, JAX and PyTorch). Two CPU
+devices are made before the backend starts: TensorFlow's CPU is split into
+two logical devices (for `tf.distribute.MirroredStrategy`), JAX is given two
+host devices (for `keras.distribution.DataParallel`).
+
+Tests that only make sense on one backend carry
+`@pytest.mark.backends("tensorflow", reason=...)`; on other backends they are
+skipped with that reason.
 """
 
 import functools
@@ -10,21 +17,68 @@ import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+if BACKEND == "jax":
+    _flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in _flags:
+        os.environ["XLA_FLAGS"] = (
+            _flags + " --xla_force_host_platform_device_count=2"
+        ).strip()
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0],
-    [tf.config.LogicalDeviceConfiguration()] * 2,
-)
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0],
+        [tf.config.LogicalDeviceConfiguration()] * 2,
+    )
+
+if BACKEND == "torch":
+    import torch
+
+    # The tests compare outputs with numpy (`np.asarray(layer(x))`), which
+    # PyTorch refuses for a tensor that requires grad: detach it for them.
+    # (Arithmetic between a tensor and a numpy array then runs in numpy,
+    # without gradients: the tests write it with keras.ops.)
+    _torch_array = torch.Tensor.__array__
+
+    def _detached_array(self, dtype=None, copy=None):
+        return _torch_array(self.detach().cpu(), dtype)
+
+    torch.Tensor.__array__ = _detached_array
 
 # Shared test helpers (layer_harness.py, ...) live beside this file.
 sys.path.insert(0, os.path.dirname(__file__))
 
-import keras  # noqa: E402  (after the logical devices are configured)
+import keras  # noqa: E402  (after the devices are configured)
+
+assert keras.backend.backend() == BACKEND, (
+    f"KERAS_BACKEND={BACKEND!r} but Keras runs {keras.backend.backend()!r}"
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "backends(*names, reason): runs only on these Keras backends",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marker = item.get_closest_marker("backends")
+        if marker is not None and BACKEND not in marker.args:
+            reason = marker.kwargs.get("reason", "")
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"{' and '.join(marker.args)} only: {reason}"
+                )
+            )
+
 
 # -- CPU kernels that may be missing ---------------------------------------
 #
@@ -68,6 +122,8 @@ def _run_channels_first(kind, rank):
 def missing_channels_first_kernel(kind, rank):
     """Why the channels_first `kind` op of spatial rank `rank` cannot run
     on this CPU (TensorFlow's message), or None if it runs. Tried once."""
+    if BACKEND != "tensorflow":
+        return None  # XLA (JAX) and PyTorch have every layout on the CPU
     try:
         with tf.device("/CPU:0"):
             _run_channels_first(kind, rank)

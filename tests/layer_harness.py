@@ -7,12 +7,16 @@ importing `keras.src`. `run_layer_test` checks, in order:
 2. the weight counts after `build`;
 3. the symbolic (`KerasTensor`) and eager call shapes;
 4. every trainable weight gets a non-`None`, finite gradient;
-5. one `fit` step with `jit_compile=True` changes every trainable weight;
+5. one `fit` step changes every trainable weight, with `jit_compile=True`
+   (XLA) on TensorFlow and JAX, eagerly on PyTorch (see `check_fit_step`);
 6. `mixed_float16`: float16 output, float32 variables;
 7. `.keras` and `.weights.h5` round trips after randomising every variable:
    identical outputs and identical raw variables;
-8. one step under a 2-replica `MirroredStrategy` equals the same step on one
-   device, and the replicas stay in sync.
+8. one step distributed over 2 devices equals the same step on one device:
+   TensorFlow's `MirroredStrategy` (replicas stay in sync) or JAX's
+   `keras.distribution.DataParallel` (PyTorch runs on one device here).
+
+Everything but 8 runs on every backend (`KERAS_BACKEND`).
 """
 
 import json
@@ -21,7 +25,7 @@ import tempfile
 
 import keras
 import numpy as np
-import tensorflow as tf
+from backend_utils import BACKEND, data_parallel, gradients, total_loss
 
 POSITIVE = ("a", "b", "g")
 _STRATEGY = []
@@ -33,6 +37,8 @@ def mirrored_strategy():
     One instance for the whole process: several instances with collective
     all-reduce collide on their collective keys.
     """
+    import tensorflow as tf
+
     if not _STRATEGY:
         _STRATEGY.append(
             tf.distribute.MirroredStrategy(
@@ -117,12 +123,14 @@ def run_layer_test(
     x = _random(input_shape, 1)
     _equal(tuple(model(x).shape), tuple(expected_output_shape), "eager")
     _check_gradients(model, x)
-    _check_fit_step(model, x)
+    check_fit_step(model, x)
     if run_mixed_precision:
         _check_mixed_precision(layer_cls, init_kwargs, input_shape)
     _check_saving(model, layer, randomize, x)
-    if run_distributed:
+    if run_distributed and BACKEND == "tensorflow":
         _check_mirrored(layer_cls, init_kwargs, input_shape, randomize)
+    elif run_distributed and BACKEND == "jax":
+        _check_data_parallel(layer_cls, init_kwargs, input_shape, randomize)
 
 
 def _equal(got, expected, what):
@@ -148,23 +156,39 @@ def _check_config(layer_cls, init_kwargs):
 
 
 def _check_gradients(model, x):
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(tf.square(model(x, training=True)))
-        loss += tf.add_n(model.losses) if model.losses else 0.0
-    grads = tape.gradient(loss, model.trainable_variables)
-    for variable, grad in zip(model.trainable_variables, grads, strict=True):
-        if grad is None:
+    variables = model.trainable_variables
+    grads = gradients(
+        lambda: total_loss(model(x, training=True), model), variables
+    )
+    for variable, grad in zip(variables, grads, strict=True):
+        if not np.any(grad):
             raise AssertionError(f"{variable.path} gets no gradient")
-        if not np.all(np.isfinite(np.asarray(grad))):
+        if not np.all(np.isfinite(grad)):
             raise AssertionError(f"{variable.path} gets a non-finite gradient")
 
 
-def _check_fit_step(model, x):
+def check_fit_step(model, x, jit_compile=None):
+    """One `fit` step changes every trainable weight. Compiled (XLA) on
+    TensorFlow and JAX; on PyTorch `torch.compile` takes 30-60 s per model
+    on this CPU, so the harness fits eagerly there and `test_backends`
+    compiles a model of each method (`check_fit_step(..., True)`)."""
+    if jit_compile is None:
+        jit_compile = BACKEND != "torch"
+    if BACKEND == "torch" and jit_compile:
+        import torch
+
+        # torch.compile re-traces Keras's shared step function for every
+        # model and then switches to dynamic shapes, with which Inductor
+        # (torch 2.13, CPU) fails on 3D convolutions of a reparameterized
+        # kernel; one model per process, as here after a reset, compiles.
+        torch._dynamo.reset()
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     y = _random(tuple(model(x).shape), 2)
     clone.compile(
-        optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=True
+        optimizer=keras.optimizers.SGD(0.1),
+        loss="mse",
+        jit_compile=jit_compile,
     )
     before = [np.array(w) for w in clone.trainable_weights]
     history = clone.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
@@ -220,6 +244,40 @@ def _same(model, raw, expected, x, what):
         if not np.array_equal(got[path], value):
             raise AssertionError(f"{what}: variable {path} changed on reload")
     np.testing.assert_array_equal(np.asarray(model(x)), expected, what)
+
+
+def _check_data_parallel(layer_cls, init_kwargs, input_shape, randomize):
+    """One `fit` step under JAX's DataParallel over 2 devices equals it on
+    one device."""
+    x = _random((4,) + tuple(input_shape[1:]), 4)
+    reference, layer = _model(layer_cls, init_kwargs, x.shape)
+    randomize(layer)
+    y = _random(tuple(reference(x).shape), 5)
+    weights = reference.get_weights()
+
+    def step(model):
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+
+    step(reference)
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(data_parallel())
+    try:
+        parallel, _ = _model(layer_cls, init_kwargs, x.shape)
+        parallel.set_weights(weights)
+        step(parallel)
+    finally:
+        keras.distribution.set_distribution(previous)
+    for expected, variable in zip(
+        reference.weights, parallel.weights, strict=True
+    ):
+        np.testing.assert_allclose(
+            np.asarray(variable),
+            np.asarray(expected),
+            rtol=1e-4,
+            atol=1e-5,
+            err_msg=f"DataParallel step differs: {variable.path}",
+        )
 
 
 def _check_mirrored(layer_cls, init_kwargs, input_shape, randomize):

@@ -6,7 +6,8 @@ import tempfile
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+import tensorflow as tf  # tf.data feeds every Keras backend
+from backend_utils import BACKEND, data_parallel
 from layer_harness import mirrored_strategy
 
 from keras_wc.initialization import initialize
@@ -300,11 +301,19 @@ def test_training_an_uninitialized_data_init_model_fails_loudly():
     model, _ = _dense_model(mobn=False, init_scale=1.0)
     x, y = _data((16, 10)), np.zeros((16, 6), "float32")
     model.predict(x, verbose=0)  # inference is allowed
+    with pytest.raises(RuntimeError, match="data_init=True"):
+        model(x, training=True)
+    weights = model.get_weights()
     model.compile(optimizer="sgd", loss="mse", jit_compile=True)
     with pytest.raises(RuntimeError, match=r"keras_wc\.initialize\(model, x\)"):
         model.fit(x, y, epochs=1, verbose=0)
-    with pytest.raises(RuntimeError, match="data_init=True"):
-        model(x, training=True)
+    if BACKEND == "jax":
+        # Keras's JAX trainer left the variables detached: said, and the
+        # model is built again.
+        with pytest.raises(RuntimeError, match=r"hold no value.*JAX"):
+            initialize(model, x)
+        model, _ = _dense_model(mobn=False, init_scale=1.0)
+        model.set_weights(weights)
     initialize(model, x)
     model.compile(optimizer="sgd", loss="mse", jit_compile=True)
     history = model.fit(x, y, epochs=1, verbose=0)
@@ -356,6 +365,7 @@ def test_mixed_precision_initialization():
         np.testing.assert_allclose(std, 1.0, atol=1e-2)
 
 
+@pytest.mark.backends("tensorflow", reason="tf.distribute.MirroredStrategy")
 def test_mirrored_initialization_equals_single_device():
     x = _data((32, 6, 6, 3))
     reference, _ = _conv_model(mobn=True, init_scale=0.5)
@@ -389,6 +399,7 @@ def test_mirrored_initialization_equals_single_device():
     assert np.isfinite(history.history["loss"][0])
 
 
+@pytest.mark.backends("tensorflow", reason="tf.distribute replica context")
 def test_initialize_inside_a_replica_context_raises():
     strategy = mirrored_strategy()
     with strategy.scope():
@@ -398,11 +409,43 @@ def test_initialize_inside_a_replica_context_raises():
         strategy.run(lambda: initialize(model, x))
 
 
+@pytest.mark.backends("jax", reason="keras.distribution.DataParallel")
+def test_data_parallel_initialization_equals_single_device():
+    x = _data((32, 6, 6, 3))
+    y = np.zeros((32, 5), "float32")
+    reference, _ = _conv_model(mobn=True, init_scale=0.5)
+    weights = reference.get_weights()
+    assert len(initialize(reference, x)) == 3
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(data_parallel())
+    try:
+        parallel, _ = _conv_model(mobn=True, init_scale=0.5)
+        parallel.set_weights(weights)
+        with pytest.raises(RuntimeError, match="keras_wc.initialize"):
+            parallel(x, training=True)
+        assert len(initialize(parallel, x)) == 3
+        for expected, variable in zip(
+            reference.weights, parallel.weights, strict=True
+        ):
+            np.testing.assert_allclose(
+                np.asarray(variable),
+                np.asarray(expected),
+                rtol=1e-6,
+                atol=1e-7,
+                err_msg=variable.path,
+            )
+        parallel.compile(optimizer="sgd", loss="mse")
+        history = parallel.fit(x, y, batch_size=8, verbose=0)
+    finally:
+        keras.distribution.set_distribution(previous)
+    assert np.isfinite(history.history["loss"][0])
+
+
 def test_dead_units_get_a_finite_documented_init():
     x = _data((64, 4))
     layer = wn.WNDense(3, init_scale=0.5)
     layer(x)
-    v = np.asarray(layer.v)
+    v = np.array(layer.v)
     v[:, 0] = 0.0  # unit 0 outputs t = 0 for every sample
     layer.v.assign(v)
     initialize(layer, x)
@@ -551,9 +594,14 @@ def test_bad_inputs(data, kwargs, error, match):
     assert not any(layer.is_initialized() for layer in _wn_layers(model))
 
 
-def test_bad_model_and_graph_mode():
+def test_bad_model():
     with pytest.raises(TypeError, match="model"):
         initialize("model", np.zeros((4, 3)))
+
+
+@pytest.mark.backends("tensorflow", reason="a tf.function trace")
+def test_initialize_inside_a_tf_function_raises():
+    
     model, _ = _dense_model(mobn=False, init_scale=1.0)
 
     @tf.function

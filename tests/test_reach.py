@@ -9,7 +9,8 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-import tensorflow as tf
+import tensorflow as tf  # loads the exported SavedModels
+from backend_utils import gradients, total_loss
 
 import keras_wc
 from bench import reach
@@ -33,15 +34,11 @@ def keras_wc_layers(model):
 
 def sgd_step(model, x, learning_rate=0.05):
     """One training step on the sum of squares of every output."""
-    optimizer = keras.optimizers.SGD(learning_rate)
-    with tf.GradientTape() as tape:
-        outputs = keras.tree.flatten(model(x, training=True))
-        loss = sum(
-            tf.reduce_mean(tf.square(tf.cast(o, "float32"))) for o in outputs
-        )
-        loss += sum(model.losses) if model.losses else 0.0
-    grads = tape.gradient(loss, model.trainable_variables)
-    optimizer.apply(grads, model.trainable_variables)
+    variables = model.trainable_variables
+    grads = gradients(
+        lambda: total_loss(model(x, training=True), model) / 100.0, variables
+    )
+    keras.optimizers.SGD(learning_rate).apply(grads, variables)
 
 
 def round_trip(model, x, tmp_path):

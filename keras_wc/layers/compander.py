@@ -8,9 +8,9 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
+from keras_wc import backend
 from keras_wc import companders as companders_lib
 from keras_wc.layers.reparameterized import RAW_NAMES, ReparameterizedLayer
 from keras_wc.validation import learnable_mode, positive_number
@@ -125,7 +125,7 @@ class _InverseInitializer(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None):
         # Eagerly, also when Keras builds the layer inside a traced function:
         # the range check needs the drawn values.
-        with tf.init_scope():
+        with backend.eager_scope():
             w = ops.cast(self.base(shape, dtype="float32"), "float32")
             check_in_range(
                 ops.convert_to_numpy(w), self.compander, self.a,
@@ -321,7 +321,7 @@ class CompanderMixin(ReparameterizedLayer):
         return variable
 
     def _effective_kernel(self, name):
-        return self.forward(self._raw_kernels[name])
+        return self.compand(self._raw_kernels[name])
 
     def _raw_values(self, name, value):
         a, b = self._current_scales()
@@ -338,8 +338,10 @@ class CompanderMixin(ReparameterizedLayer):
             a, b = options["a"], options["b"]
         return [_inverse(options["compander"], a, b, value, layer.name)]
 
-    def forward(self, v):
-        """Ψ(v) in float32 with the layer's current a, b."""
+    # Not `forward`: on the PyTorch backend a Keras layer is a
+    # `torch.nn.Module`, whose `forward` runs the layer.
+    def compand(self, v):
+        """Ψ(v) in float32 with the layer's current a, b (Eq. 1)."""
         v = ops.cast(v, "float32")
         if self.is_learnable and companders_lib.is_scale_family(
             self.compander
@@ -393,7 +395,7 @@ def _fixed_forward(compander, v, a, b):
     elementwise gradients autodiff would build through `a·f(v/b)`.
     """
 
-    @tf.custom_gradient
+    @backend.custom_gradient
     def psi(v):
         def grad(upstream):
             return upstream * compander.derivative(v, a, b)
@@ -411,7 +413,7 @@ def _learnable_forward(compander, v, a, b):
     a·f(v/b), since ∂Ψ/∂a = f(v/b) and ∂Ψ/∂b = −(v/b)·Ψ'(v).
     """
 
-    @tf.custom_gradient
+    @backend.custom_gradient
     def psi(v, a, b):
         w = compander.forward(v, a, b)
 
@@ -434,4 +436,4 @@ class _ConstrainEffective:
         self.layer = layer
 
     def __call__(self, v):
-        return self.layer.inverse(self.constraint(self.layer.forward(v)))
+        return self.layer.inverse(self.constraint(self.layer.compand(v)))

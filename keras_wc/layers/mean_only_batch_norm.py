@@ -4,9 +4,9 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
+from keras_wc import backend
 from keras_wc.layers.weight_norm import in_init_pass
 
 
@@ -173,9 +173,10 @@ class MeanOnlyBatchNorm(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = ops.cast(inputs, "float32")
-        if in_init_pass() or (training and self.trainable):
+        init_pass = in_init_pass(x)
+        if init_pass or (training and self.trainable):
             mean = self._batch_mean(x)
-            if training and not in_init_pass():
+            if training and not init_pass:
                 self.moving_mean.assign(
                     self.moving_mean * self.momentum
                     + mean * (1.0 - self.momentum)
@@ -192,14 +193,11 @@ class MeanOnlyBatchNorm(keras.layers.Layer):
     def _batch_mean(self, x):
         total = ops.sum(x, axis=self._reduction_axes)
         count = ops.cast(ops.size(x), "float32") / x.shape[self._channel_axis]
-        context = tf.distribute.get_replica_context()
         # In a replica context (e.g. `fit` under MirroredStrategy) the sums
         # and counts of all replicas are added, so every replica sees the
-        # global-batch mean and the moving means stay identical.
-        if context is not None and context.num_replicas_in_sync > 1:
-            total, count = context.all_reduce(
-                tf.distribute.ReduceOp.SUM, [total, count]
-            )
+        # global-batch mean and the moving means stay identical. Under JAX's
+        # DataParallel the sums are over the global batch already.
+        total, count = backend.cross_replica_sum(total, count)
         return ops.divide_no_nan(total, count)
 
     def compute_output_shape(self, input_shape):

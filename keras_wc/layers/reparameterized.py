@@ -105,10 +105,7 @@ def doc_call(parent, input_shape):
 def _kernel_property(name):
     def getter(self):
         if name not in self._raw_kernels:
-            raise AttributeError(
-                f"Layer '{self.name}' has no `{name}` yet: build the layer "
-                "(call it on an input) before reading it."
-            )
+            raise AttributeError(self._missing_attribute(name))
         cache = self._kernel_cache
         if cache is None:
             return ops.cast(self._effective_kernel(name), self.compute_dtype)
@@ -138,15 +135,7 @@ def _kernel_property(name):
 def _raw_property(name):
     def getter(self):
         if name not in self._raw_kernels:
-            raise AttributeError(
-                f"Layer '{self.name}' has no `{RAW_NAMES[name]}`"
-                + (
-                    " yet: build the layer first."
-                    if not self.built
-                    else f"; its raw kernels are "
-                    f"{[RAW_NAMES[k] for k in self._raw_kernels]}."
-                )
-            )
+            raise AttributeError(self._missing_attribute(RAW_NAMES[name]))
         return self._raw_kernels[name]
 
     return property(
@@ -239,6 +228,41 @@ class ReparameterizedLayer:
 
     def get_config(self):
         return {**super().get_config(), **self.reparameterization_config()}
+
+    def _missing_attribute(self, name):
+        """Why the kernel attribute `name` (`kernel`, `v`, ...) is missing,
+        or None if `name` is not one."""
+        kernels = self.__dict__.get("_raw_kernels")
+        if kernels is None:
+            return None
+        if name in KERNEL_NAMES and name not in kernels:
+            return (
+                f"Layer '{self.name}' has no `{name}` yet: build the layer "
+                "(call it on an input) before reading it."
+            )
+        raw = {value: key for key, value in RAW_NAMES.items()}
+        if name in raw and raw[name] not in kernels:
+            return f"Layer '{self.name}' has no `{name}`" + (
+                " yet: build the layer first."
+                if not self.built
+                else f"; its raw kernels are "
+                f"{[RAW_NAMES[k] for k in kernels]}."
+            )
+        return None
+
+    def __getattr__(self, name):
+        # Reached when normal lookup fails, also when a property raises
+        # AttributeError. On PyTorch a layer is a `torch.nn.Module`, whose
+        # `__getattr__` would replace the property's message with its own.
+        message = self._missing_attribute(name)
+        if message is not None:
+            raise AttributeError(message)
+        fallback = getattr(super(), "__getattr__", None)
+        if fallback is None:
+            raise AttributeError(
+                f"'{type(self).__name__}' object has no attribute '{name}'"
+            )
+        return fallback(name)
 
     @property
     def layout(self):

@@ -19,9 +19,9 @@ import contextvars
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
+from keras_wc import backend
 from keras_wc.layers.layouts import einsum_specs, layout_of
 from keras_wc.layers.reparameterized import RAW_NAMES, ReparameterizedLayer
 from keras_wc.validation import positive_number
@@ -59,6 +59,8 @@ class _InitPass:
     def restore(self):
         for variable, value in reversed(self._previous):
             variable.assign(value)
+        for layer in self.layers:
+            layer.is_initialized()  # refreshes its mirror
         self.layers = []
         self._previous = []
 
@@ -82,9 +84,9 @@ def init_pass():
         _INIT_PASS.reset(token)
 
 
-def in_init_pass():
+def in_init_pass(inputs=None):
     """Whether the current (eager) call runs inside `init_pass()`."""
-    return _INIT_PASS.get() is not None and tf.executing_eagerly()
+    return _INIT_PASS.get() is not None and backend.executing_eagerly(inputs)
 
 
 def _is_true(training):
@@ -135,7 +137,7 @@ def _weight_norm(v, g, norm_axes):
     Σw² = Σ g²·‖v‖²/max(‖v‖², ε) per unit costs no pass over the kernel.
     """
 
-    @tf.custom_gradient
+    @backend.custom_gradient
     def wn(v, g):
         squares = ops.sum(ops.square(v), axis=norm_axes, keepdims=True)
         alive = squares > NORM_EPSILON
@@ -145,6 +147,8 @@ def _weight_norm(v, g, norm_axes):
         total = ops.sum(ops.square(g) * ratio)
 
         def grad(upstream, upstream_total):
+            if upstream_total is None:  # the penalty is not used (torch)
+                upstream_total = ops.zeros_like(total)
             projection = ops.sum(upstream * v, axis=norm_axes, keepdims=True)
             grad_g = projection * inv + 2.0 * upstream_total * g * ratio
             along_v = ops.where(
@@ -271,6 +275,7 @@ class WeightNormCore(ReparameterizedLayer):
         "_norm_axes",
         "_direction_only",
         "initialized",
+        "_initialized_mirror",
     )
 
     g = _gain_property("kernel")
@@ -379,13 +384,28 @@ class WeightNormCore(ReparameterizedLayer):
         """Dict from kernel name to its raw gain variable (`g`, or `s`)."""
         return dict(self._gains)
 
+    def _missing_attribute(self, name):
+        gains = self.__dict__.get("_gains")
+        names = {
+            "g": "kernel",
+            "depthwise_g": "depthwise_kernel",
+            "pointwise_g": "pointwise_kernel",
+            "recurrent_g": "recurrent_kernel",
+        }
+        if gains is not None and name in names and names[name] not in gains:
+            return self._missing_gain(names[name])
+        return super()._missing_attribute(name)
+
+    def _missing_gain(self, name):
+        return (
+            f"Layer '{self.name}' has no gain for {name!r} (built: "
+            f"{self.built}). Its kernels: {list(self._gains)}"
+        )
+
     def gain(self, name="kernel"):
         """The gain `g` of kernel `name` (`exp(s)` when `log_scale`)."""
         if name not in self._gains:
-            raise AttributeError(
-                f"Layer '{self.name}' has no gain for {name!r} (built: "
-                f"{self.built}). Its kernels: {list(self._gains)}"
-            )
+            raise AttributeError(self._missing_gain(name))
         raw = self._gains[name]
         return ops.exp(raw) if self.log_scale else raw
 
@@ -465,6 +485,7 @@ class WeightNormMixin(WeightNormCore):
             initializer="zeros",
             trainable=False,
         )
+        self._initialized_mirror = False
 
     def _extra_variables(self):
         return [self.initialized]
@@ -497,13 +518,22 @@ class WeightNormMixin(WeightNormCore):
     def is_initialized(self):
         """Whether the persisted `initialized` flag is set.
 
-        Reads the variable eagerly, also while a `tf.function` is traced.
+        Reads the variable's stored value, also while a training step is
+        traced.
         """
-        with tf.init_scope():
-            return bool(ops.convert_to_numpy(self.initialized))
+        value = backend.concrete_value(self.initialized)
+        if value is not None:
+            # The last value seen, for when the variable cannot be read (a
+            # JAX training step, during which Keras detaches the values).
+            self._initialized_mirror = bool(value)
+        return self._initialized_mirror
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self.is_initialized()
 
     def call(self, inputs, training=None):
-        if in_init_pass() and not self.is_initialized():
+        if in_init_pass(inputs) and not self.is_initialized():
             return self._data_dependent_init(inputs)
         if (
             _is_true(training) and self.data_init and not self.is_initialized()
@@ -514,6 +544,7 @@ class WeightNormMixin(WeightNormCore):
                 "on a batch of training data before training (or build the "
                 "layer with data_init=False to train from its default, "
                 "function-preserving init)."
+                + (backend.JAX_FIT_NOTE if backend.name() == "jax" else "")
             )
         return super().call(inputs)
 
@@ -533,7 +564,7 @@ class WeightNormMixin(WeightNormCore):
             self, [v for v in (gain, bias, self.initialized) if v is not None]
         )
         if bias is not None:
-            bias.assign(ops.zeros(bias.shape, bias.dtype))
+            backend.assign(bias, ops.zeros(bias.shape, bias.dtype))
         # t: the parent's own computation with the kernel v/‖v‖, no bias,
         # no activation and no regularization loss (outside the call scope).
         activation, cache = self.activation, self._kernel_cache
@@ -556,18 +587,26 @@ class WeightNormMixin(WeightNormCore):
             self.init_scale / ops.sqrt(variance + epsilon),
             self.init_scale,
         )
+        # A non-finite statistic (NaN > ε is false: it would pass for a dead
+        # unit) makes the gain NaN, which `keras_wc.initialize` reports and
+        # undoes.
+        scale = ops.where(
+            ops.isfinite(mean) & ops.isfinite(variance), scale, float("nan")
+        )
         value = ops.reshape(
             ops.transpose(ops.squeeze(scale, axis=reduced), perm), gain.shape
         )
-        gain.assign(
-            ops.cast(ops.log(value) if self.log_scale else value, gain.dtype)
+        backend.assign(
+            gain,
+            ops.cast(ops.log(value) if self.log_scale else value, gain.dtype),
         )
         outputs = t * scale
         if bias is not None:
             value, broadcast_shape = self._bias_value(-mean * scale, t)
-            bias.assign(ops.cast(value, bias.dtype))
+            backend.assign(bias, ops.cast(value, bias.dtype))
             outputs = outputs + ops.reshape(value, broadcast_shape)
-        self.initialized.assign(True)
+        backend.assign(self.initialized, True)
+        self._initialized_mirror = True
         if self.activation is not None:
             outputs = self.activation(outputs)
         return ops.cast(outputs, self.compute_dtype)

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from backend_utils import data_parallel, gradients
 from layer_harness import mirrored_strategy, run_layer_test
 
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
@@ -68,11 +68,14 @@ def test_gradients_are_centered():
     x = _x((5, 4, 3))
     c = np.random.default_rng(1).standard_normal(x.shape).astype("float32")
     layer = MeanOnlyBatchNorm()
-    x_t = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x_t)
-        loss = tf.reduce_sum(layer(x_t, training=True) * c)
-    grad_x, grad_beta = tape.gradient(loss, [x_t, layer.beta])
+    layer.build(x.shape)
+    x_t = keras.Variable(x)
+    grad_x, grad_beta = gradients(
+        lambda: keras.ops.sum(
+            keras.ops.multiply(layer(x_t.value, training=True), c)
+        ),
+        [x_t, layer.beta],
+    )
     # ∇_t L = ∇_t̃ L − mean(∇_t̃ L) (Salimans & Kingma, §4).
     np.testing.assert_allclose(
         np.asarray(grad_x), c - c.mean(axis=(0, 1)), atol=1e-6
@@ -131,7 +134,12 @@ def test_mixed_precision_mean_is_computed_in_float32():
     )
 
 
+@pytest.mark.backends(
+    "tensorflow", reason="tf.distribute.MirroredStrategy replicas"
+)
 def test_mirrored_batch_mean_is_synchronized():
+    import tensorflow as tf
+
     strategy = mirrored_strategy()
     per_replica = [
         _x((4, 3), seed=0, offset=-3.0),
@@ -210,3 +218,34 @@ def test_bad_axis_at_build(axis, shape, match):
     layer = MeanOnlyBatchNorm(axis=axis)
     with pytest.raises(ValueError, match=match):
         layer.build(shape)
+
+
+@pytest.mark.backends("jax", reason="keras.distribution.DataParallel")
+def test_data_parallel_batch_mean_is_the_global_one():
+    x = np.concatenate(
+        [_x((4, 3), seed=0, offset=-3.0), _x((4, 3), seed=1, offset=5.0)]
+    )
+
+    def fitted():
+        model = keras.Sequential(
+            [keras.Input((3,)), MeanOnlyBatchNorm(momentum=0.5)]
+        )
+        model.compile(optimizer="sgd", loss="mse")
+        model.fit(x, np.zeros_like(x), batch_size=8, epochs=1, verbose=0)
+        return model
+
+    single = fitted()
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(data_parallel())
+    try:
+        parallel = fitted()
+    finally:
+        keras.distribution.set_distribution(previous)
+    # Each device holds half the batch, of very different means.
+    np.testing.assert_allclose(
+        np.asarray(parallel.layers[0].moving_mean),
+        0.5 * x.mean(axis=0),
+        atol=1e-5,
+    )
+    for a, b in zip(single.weights, parallel.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)

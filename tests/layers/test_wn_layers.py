@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from backend_utils import gradients
 from layer_harness import randomize_variables, run_layer_test
 
 from keras_wc.layers import wn
@@ -238,9 +238,10 @@ def test_gradients_match_the_wn_paper_formulas():
     c = rng.standard_normal((6, 3)).astype("float32")
     layer = _built(wn.WNDense, {"units": 3, "use_bias": False}, x.shape)
     randomize_variables(layer, seed=6)
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(layer(x) * c)
-    grad_v, grad_g = tape.gradient(loss, [layer.v, layer.g])
+    grad_v, grad_g = gradients(
+        lambda: keras.ops.sum(keras.ops.multiply(layer(x), c)),
+        [layer.v, layer.g],
+    )
     v = np.asarray(layer.v, "float64")
     g = np.asarray(layer.g, "float64")
     norm = np.sqrt(np.sum(v**2, axis=0))
@@ -268,9 +269,7 @@ def test_log_scale_parameterization():
     )
     raw.assign([0.5, -1.0])
     np.testing.assert_allclose(np.asarray(layer.g), np.exp([0.5, -1.0]))
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(layer(x))
-    grad_s, grad_v = tape.gradient(loss, [raw, layer.v])
+    grad_s, grad_v = gradients(lambda: keras.ops.sum(layer(x)), [raw, layer.v])
     # ∂L/∂s = g·∂L/∂g with ∂L/∂g = Σ ∂L/∂w · v/‖v‖.
     grad_w = x.T @ np.ones((4, 2), "float32")
     grad_g = np.sum(grad_w * v, axis=0) / np.sqrt(np.sum(v**2, axis=0))
@@ -291,10 +290,10 @@ def test_zero_direction_gives_no_nan(log_scale):
         data_init=False,
         log_scale=log_scale,
     )
-    with tf.GradientTape() as tape:
-        y = layer(x)
-        loss = tf.reduce_sum(y)
-    grads = tape.gradient(loss, layer.trainable_variables)
+    y = layer(x)
+    grads = gradients(
+        lambda: keras.ops.sum(layer(x)), layer.trainable_variables
+    )
     np.testing.assert_array_equal(np.asarray(y), 1.0)
     assert np.all(np.isfinite(np.asarray(layer.g)))
     np.testing.assert_allclose(np.asarray(layer.g), 1e-6, rtol=1e-5)
@@ -343,22 +342,31 @@ def test_regularizer_gradient_equals_autodiff_of_the_formula(regularizer):
     v[:, 1] = 0.0  # an all-zero direction: w = 0 there
     layer.v.assign(v)
     x = np.random.default_rng(1).standard_normal((2, 4)).astype("float32")
-    with tf.GradientTape() as tape:
+
+    def penalty_of_call():
         layer(x)
         (penalty,) = layer.losses
-    grads = tape.gradient(penalty, [layer.v, layer.g])
-    # Reference: the regularizer applied to w = g·v/‖v‖ built from tf ops.
-    with tf.GradientTape() as tape:
-        vt, gt = tf.convert_to_tensor(layer.v), tf.convert_to_tensor(layer.g)
-        tape.watch([vt, gt])
-        norm = tf.sqrt(tf.maximum(tf.reduce_sum(vt**2, 0, keepdims=True),
-                                  1e-12))
-        expected = regularizer(gt * vt / norm)
-    expected_grads = tape.gradient(expected, [vt, gt])
+        return penalty
+
+    penalty = penalty_of_call()
+    grads = gradients(penalty_of_call, [layer.v, layer.g])
+    # Reference: autodiff of the regularizer applied to w = g·v/‖v‖ written
+    # with plain ops, on copies of v and g.
+    vt = keras.Variable(np.asarray(layer.v))
+    gt = keras.Variable(np.asarray(layer.g))
+
+    def formula():
+        ops = keras.ops
+        squares = ops.sum(ops.square(vt), axis=0, keepdims=True)
+        return regularizer(gt * vt / ops.sqrt(ops.maximum(squares, 1e-12)))
+
+    expected = formula()
+    expected_grads = gradients(formula, [vt, gt])
     np.testing.assert_allclose(float(penalty), float(expected), rtol=1e-5)
     for got, want in zip(grads, expected_grads, strict=True):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want),
-                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize(
@@ -403,10 +411,14 @@ def test_supported_constraints_hold_on_the_effective_kernel(
     layer.g.assign(3.0 * np.asarray(layer.g))
     assert not check(np.asarray(layer.kernel))
     optimizer = keras.optimizers.SGD(0.01)
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(tf.square(layer(x)))
-    grads = tape.gradient(loss, layer.trainable_variables)
-    optimizer.apply(grads, layer.trainable_variables)
+    grads = gradients(
+        lambda: keras.ops.sum(keras.ops.square(layer(x))),
+        layer.trainable_variables,
+    )
+    optimizer.apply(
+        [keras.ops.convert_to_tensor(g) for g in grads],
+        layer.trainable_variables,
+    )
     assert check(np.asarray(layer.kernel))
 
 
