@@ -139,11 +139,18 @@ def eager_scope():
 
 
 def executing_eagerly(tensor=None):
-    """Whether ops run eagerly here: not inside a `tf.function` trace, and
-    `tensor` (if given) holds values, not a JAX tracer or a shape-only
-    PyTorch tensor (Keras builds a layer by running it on those)."""
+    """Whether ops run eagerly here: not while Keras traces a layer to build
+    it or infer shapes (its `SymbolicScope`), not inside a `tf.function`,
+    and `tensor` (if given) holds values (`is_concrete`)."""
     if _in_symbolic_scope():
         return False
+    return is_concrete(tensor)
+
+
+def is_concrete(tensor=None):
+    """Whether `tensor` holds values: not a JAX tracer, a shape-only
+    PyTorch tensor or a `tf.function` tensor (with `tensor=None`: whether
+    TensorFlow runs eagerly here)."""
     if name() == "tensorflow":
         import tensorflow as tf
 

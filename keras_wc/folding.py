@@ -227,7 +227,7 @@ def _batch_norm_stand_in(mobn):
 
 def _fill_batch_norm_stand_in(mobn, bn):
     bn.moving_mean.assign(mobn.moving_mean)
-    bn.moving_variance.assign(ops.ones_like(bn.moving_variance))
+    bn.moving_variance.assign(ops.ones(bn.moving_variance.shape))
     if mobn.beta is not None:
         bn.beta.assign(mobn.beta)
 

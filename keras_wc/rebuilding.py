@@ -170,7 +170,7 @@ def copy_weights(source, target):
     for s, t in zip(source_weights, target_weights, strict=True):
         t.assign(s)
     for layer in target._flatten_layers():
-        if hasattr(layer, "is_initialized"):
+        if layer.built and hasattr(layer, "is_initialized"):
             layer.is_initialized()  # a WN layer's mirror of its flag
 
 

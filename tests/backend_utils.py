@@ -54,6 +54,13 @@ def gradients(compute, variables):
     return [np.asarray(keras.ops.convert_to_numpy(g)) for g in grads]
 
 
+def apply_gradients(optimizer, grads, variables):
+    """`optimizer.apply` with numpy gradients (as backend tensors)."""
+    optimizer.apply(
+        [keras.ops.convert_to_tensor(g) for g in grads], list(variables)
+    )
+
+
 def total_loss(outputs, model=None):
     """Σ outputs² (every output) plus the model's `losses`, as a tensor."""
     loss = sum(

@@ -86,11 +86,31 @@ def _loss_scale(optimizer):
 
 
 def _apply(optimizer, grads, variables):
-    """`optimizer.apply` with the gradients as backend tensors."""
-    optimizer.apply(
-        [keras.ops.convert_to_tensor(np.asarray(g, "float32")) for g in grads],
-        variables,
-    )
+    """`optimizer.apply` with the gradients as backend tensors.
+
+    On JAX a `LossScaleOptimizer` is applied as Keras's trainer applies it,
+    through `stateless_apply` (its eager `apply` leaks a tracer out of
+    `ops.cond`, for every inner optimizer: a Keras 3.15 limitation).
+    """
+    grads = [
+        keras.ops.convert_to_tensor(np.asarray(g, "float32")) for g in grads
+    ]
+    if keras.backend.backend() == "jax" and isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer
+    ):
+        if not optimizer.built:
+            optimizer.build(variables)
+        trainable, state = optimizer.stateless_apply(
+            [v.value for v in optimizer.variables],
+            grads,
+            [v.value for v in variables],
+        )
+        for variable, value in zip(variables, trainable, strict=True):
+            variable.assign(value)
+        for variable, value in zip(optimizer.variables, state, strict=True):
+            variable.assign(value)
+        return
+    optimizer.apply(grads, variables)
 
 
 def _run(problem, optimizer, steps=STEPS, variables=None):

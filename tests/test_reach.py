@@ -10,7 +10,7 @@ import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf  # loads the exported SavedModels
-from backend_utils import gradients, total_loss
+from backend_utils import BACKEND, apply_gradients, gradients, total_loss
 
 import keras_wc
 from bench import reach
@@ -38,7 +38,7 @@ def sgd_step(model, x, learning_rate=0.05):
     grads = gradients(
         lambda: total_loss(model(x, training=True), model) / 100.0, variables
     )
-    keras.optimizers.SGD(learning_rate).apply(grads, variables)
+    apply_gradients(keras.optimizers.SGD(learning_rate), grads, variables)
 
 
 def round_trip(model, x, tmp_path):
@@ -51,7 +51,11 @@ def round_trip(model, x, tmp_path):
     assert [v.name for v in loaded.weights] == [v.name for v in model.weights]
     for old, new in zip(model.weights, loaded.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
-    assert relative(loaded(x), model(x)) == 0.0
+    # On PyTorch a generic `keras.layers.RNN` around a keras_wc cell gives
+    # outputs that differ at float32 round-off (measured: 6e-8 absolute)
+    # between the model and its reloaded copy, with identical variables.
+    tolerance = 1e-6 if BACKEND == "torch" else 0.0
+    assert relative(loaded(x), model(x)) <= tolerance
     return loaded
 
 
@@ -414,7 +418,10 @@ def test_tfa_style_weight_normalization(tmp_path):
     x = np.random.default_rng(5).standard_normal((64, 32, 1)).astype("f4")
     model.compile(optimizer="adam", loss="mse")
     with pytest.raises(RuntimeError, match=r"keras_wc.initialize\(model, x\)"):
-        model.fit(x, np.zeros((64, 2)), verbose=0)
+        model(x, training=True)
+    if BACKEND != "jax":  # on JAX a raising fit detaches the variables
+        with pytest.raises(RuntimeError, match=r"keras_wc.initialize\("):
+            model.fit(x, np.zeros((64, 2)), verbose=0)
     assert keras_wc.initialize(model, x) == ["conv", "logits"]
     model.fit(x, np.zeros((64, 2)), verbose=0)
     round_trip(model, x, tmp_path)

@@ -226,6 +226,18 @@ class Config:
             raise ConfigError(
                 "--logical-cpus applies to --strategy default or mirrored"
             )
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        if self.strategy != "default" and backend != "tensorflow":
+            raise ConfigError(
+                f"--strategy {self.strategy} is TensorFlow's tf.distribute "
+                f"and needs KERAS_BACKEND=tensorflow (running: {backend}); "
+                "use --strategy default"
+            )
+        if self.logical_cpus is not None and backend != "tensorflow":
+            raise ConfigError(
+                "--logical-cpus splits TensorFlow's CPU and needs "
+                f"KERAS_BACKEND=tensorflow (running: {backend})"
+            )
         # Last: it loads Keras, so that the errors above come without
         # TensorFlow's start-up log.
         learnable = learnable_mode(self.learnable)

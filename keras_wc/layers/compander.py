@@ -124,13 +124,18 @@ class _InverseInitializer(keras.initializers.Initializer):
 
     def __call__(self, shape, dtype=None):
         # Eagerly, also when Keras builds the layer inside a traced function:
-        # the range check needs the drawn values.
+        # the range check needs the drawn values. (On JAX, Keras also runs
+        # initializers on placeholders while tracing a build; the check is
+        # then made when the variable gets its value.)
         with backend.eager_scope():
             w = ops.cast(self.base(shape, dtype="float32"), "float32")
-            check_in_range(
-                ops.convert_to_numpy(w), self.compander, self.a,
-                self.layer_name,
-            )
+            if backend.is_concrete(w):
+                check_in_range(
+                    ops.convert_to_numpy(w),
+                    self.compander,
+                    self.a,
+                    self.layer_name,
+                )
             return ops.cast(self.compander.inverse(w, self.a, self.b), dtype)
 
 

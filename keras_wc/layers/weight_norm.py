@@ -530,7 +530,8 @@ class WeightNormMixin(WeightNormCore):
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
-        self.is_initialized()
+        if self.built:
+            self.is_initialized()
 
     def call(self, inputs, training=None):
         if in_init_pass(inputs) and not self.is_initialized():

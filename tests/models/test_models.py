@@ -5,7 +5,7 @@ import re
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from backend_utils import gradients
 
 import models
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
@@ -283,13 +283,11 @@ def test_reduced_input_forward_gives_every_weight_a_gradient(name):
     model = models.build(name, num_classes=3, input_shape=REDUCED_INPUT[name])
     x, y = _random_batch(model, 4)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    with tf.GradientTape() as tape:
-        logits = model(x, training=True)
-        loss = loss_fn(y, logits)
-    assert tuple(logits.shape) == (4, 3)
-    grads = tape.gradient(loss, model.trainable_weights)
+    assert tuple(model(x, training=True).shape) == (4, 3)
+    grads = gradients(
+        lambda: loss_fn(y, model(x, training=True)), model.trainable_weights
+    )
     for variable, grad in zip(model.trainable_weights, grads, strict=True):
-        assert grad is not None, variable.path
         assert np.all(np.isfinite(grad)), variable.path
         assert np.any(grad != 0), variable.path
 

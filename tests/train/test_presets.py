@@ -251,7 +251,8 @@ def test_every_preset_wiring_one_step(name):
         )
 
     assembly.compile_model(model, config, optimizer)
-    x, y = next(iter(bundle.train))
+    # (numpy: `train_on_batch` takes no tf.Tensor on the JAX/torch backends)
+    x, y = (np.asarray(t) for t in next(iter(bundle.train)))
     before = [np.array(layer.kernel) for layer in layers]
     logs = model.train_on_batch(x, y, return_dict=True)
     assert np.isfinite(logs["loss"])

@@ -239,6 +239,9 @@ def _weights(path):
 
 
 @pytest.mark.slow
+@pytest.mark.backends(
+    "tensorflow", reason="bit-identical resume rests on TF op determinism"
+)
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     quiet = {"log": lambda message: None, "build": _with_dropout}
     whole = run.run(_tiny(tmp_path, "whole", seeds=2), **quiet)
@@ -287,6 +290,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
 # === Distribution ===
 
 
+@pytest.mark.backends("tensorflow", reason="tf.distribute.MirroredStrategy")
 def test_mirrored_on_two_logical_cpus(tmp_path):
     config = _tiny(tmp_path, strategy="mirrored", epochs=1, limit_train=64)
     assert devices.make_strategy(config).num_replicas_in_sync == 2
@@ -320,6 +324,9 @@ print("restored")
 """
 
 
+@pytest.mark.backends(
+    "tensorflow", reason="tf.distribute.MultiWorkerMirroredStrategy"
+)
 def test_multiworker_workaround_applies_only_inside_and_is_restored():
     environment = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     result = subprocess.run(
@@ -367,6 +374,9 @@ def test_mirrored_cli_with_logical_cpus(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.backends(
+    "tensorflow", reason="tf.distribute.MultiWorkerMirroredStrategy"
+)
 def test_multiworker_two_processes_on_localhost(tmp_path):
     ports = _free_ports(2)
     workers = [f"127.0.0.1:{port}" for port in ports]
