@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test test-tensorflow test-jax test-torch bench lint clean
 
 install: $(VENV)/.installed
 
@@ -29,8 +29,25 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt setup.cfg pyproject
 run: install
 	$(PY) -m train $(ARGS)
 
-test: install
-	$(PY) -m pytest -n 2 $(ARGS)
+# The suite once per Keras backend (KERAS_BACKEND is fixed per process):
+# TensorFlow and JAX in full, PyTorch on the backend-dependent core (the
+# CLI parsing, report, data, lint and bench tests do not depend on it).
+TORCH_TESTS := tests/layers tests/test_backends.py tests/test_companders.py \
+	tests/test_conversion.py tests/test_folding.py tests/test_initialization.py \
+	tests/test_optimizers.py tests/test_optimizer_options.py tests/test_reach.py \
+	tests/test_callbacks.py tests/test_export.py tests/models \
+	tests/train/test_run.py tests/train/test_finetune.py
+
+test: test-tensorflow test-jax test-torch
+
+test-tensorflow: install
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -n 2 $(ARGS)
+
+test-jax: install
+	KERAS_BACKEND=jax $(PY) -m pytest -n 2 $(ARGS)
+
+test-torch: install
+	KERAS_BACKEND=torch $(PY) -m pytest -n 2 $(TORCH_TESTS) $(ARGS)
 
 bench: install
 	$(PY) -m bench $(ARGS)

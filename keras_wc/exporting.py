@@ -97,6 +97,7 @@ def export(model, path, format="tf_saved_model", *, overwrite=False):
         )
     path = _check_path(path)
     _check_model(model)
+    modules = _class_modules(model)
     targets = _Targets(path, format)
     targets.check(overwrite)
     if format == "onnx" and importlib.util.find_spec("tf2onnx") is None:
@@ -105,18 +106,58 @@ def export(model, path, format="tf_saved_model", *, overwrite=False):
             "`pip install tf2onnx onnxruntime`."
         )
     folded = fold(model)
-    targets.write(functools.partial(_write, folded, format))
+    targets.write(functools.partial(_write, folded, format, modules))
     return folded
 
 
-def _write(folded, format, artifact, keras_file):
+# Modules whose classes a fresh process finds by importing keras and
+# keras_wc (and keras-hub's, registered on import).
+_KNOWN_PACKAGES = ("keras", "keras_wc", "keras_hub", "builtins")
+
+
+def _class_modules(model):
+    """The modules defining the model's own classes, which the TensorFlow
+    process that writes the artifact on another backend must import to
+    load the model; a class defined in `__main__` cannot be imported there
+    nor one defined inside a function: both are refused before anything is
+    written."""
+    if backend.name() == "tensorflow":
+        return ()
+    classes = {type(model)} | {type(node.layer) for node in tree.walk(model)}
+    modules = {cls.__module__ for cls in classes}
+    hidden = sorted(
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in classes
+        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__
+    )
+    if hidden:
+        raise ValueError(
+            f"`keras_wc.export` on the {backend.name()} backend writes the "
+            "artifact in a TensorFlow-backend process, which must import "
+            "the model's classes, and cannot import those defined in "
+            f"`__main__` or inside a function: {', '.join(hidden)}. Define "
+            "them at the top level of a module (or export with "
+            "KERAS_BACKEND=tensorflow)."
+        )
+    return tuple(
+        sorted(
+            module
+            for module in modules
+            if module.split(".")[0] not in _KNOWN_PACKAGES
+        )
+    )
+
+
+def _write(folded, format, modules, artifact, keras_file):
     folded.save(keras_file)
     if backend.name() == "tensorflow":
         write_artifact(folded, format, artifact)
         return
     # SavedModel and ONNX are TensorFlow's formats: the folded model (plain
     # Keras, whatever backend trained it) is written by a TensorFlow-backend
-    # process from the `.keras` file just saved.
+    # process from the `.keras` file just saved, after importing the
+    # modules of the model's own classes from this process's `sys.path`.
+    path = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
     result = subprocess.run(
         [
             sys.executable,
@@ -125,8 +166,9 @@ def _write(folded, format, artifact, keras_file):
             os.fspath(keras_file),
             os.fspath(artifact),
             format,
+            *modules,
         ],
-        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "PYTHONPATH": path},
         capture_output=True,
         text=True,
     )
@@ -411,9 +453,12 @@ def _output_names(model):
 
 
 def _main(argv):
-    """`python -m keras_wc.exporting KERAS_FILE ARTIFACT FORMAT`: writes the
+    """`python -m keras_wc.exporting KERAS_FILE ARTIFACT FORMAT [MODULE...]`:
+    imports the modules that define the model's classes, then writes the
     artifact of a saved folded model (how other backends export)."""
-    keras_file, artifact, format = argv
+    keras_file, artifact, format, *modules = argv
+    for module in modules:
+        importlib.import_module(module)
     write_artifact(keras.saving.load_model(keras_file), format, artifact)
 
 

@@ -417,7 +417,8 @@ _LOAD_SCRIPT = textwrap.dedent(
         outputs = keras.tree.flatten(model(structured, training=False))
         for i, y in enumerate(outputs):
             expected = data[f"y{i}"]
-            error = np.max(np.abs(np.asarray(y) - expected))
+            y = keras.ops.convert_to_numpy(y)
+            error = np.max(np.abs(y - expected))
             assert error <= 1e-6 * np.max(np.abs(expected)), (path, error)
     assert "keras_wc" not in sys.modules
     print("loaded", len(json.loads(sys.argv[1])))

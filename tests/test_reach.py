@@ -248,17 +248,20 @@ def test_subclassed_model_in_place(method, tmp_path):
     assert relative(model(x), trained) <= RTOL
 
 
+@keras.saving.register_keras_serializable(package="test_reach")
+class WCNet(keras.Model):
+    """At module level: export on JAX/PyTorch imports it in a TF process."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras_wc.WCDense(8, a=1.0, b=0.6)
+        self.out = keras_wc.WNDense(2, data_init=False)
+
+    def call(self, x):
+        return self.out(keras.ops.relu(self.hidden(x)))
+
+
 def test_a_model_built_from_keras_wc_layers_folds_and_exports(tmp_path):
-    @keras.saving.register_keras_serializable(package="test_reach")
-    class WCNet(keras.Model):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.hidden = keras_wc.WCDense(8, a=1.0, b=0.6)
-            self.out = keras_wc.WNDense(2, data_init=False)
-
-        def call(self, x):
-            return self.out(keras.ops.relu(self.hidden(x)))
-
     model = WCNet()
     x = np.random.default_rng(4).standard_normal((3, 5)).astype("f4")
     model(x)
@@ -276,6 +279,26 @@ def test_a_model_built_from_keras_wc_layers_folds_and_exports(tmp_path):
     )
     assert type(reloaded.hidden) is L.Dense
     assert relative(reloaded(x), trained) <= RTOL
+
+
+@pytest.mark.backends("jax", "torch", reason="export runs a TF subprocess")
+def test_export_refuses_a_class_a_tf_process_cannot_import(tmp_path):
+    class LocalNet(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.hidden = keras_wc.WCDense(2, a=1.0)
+
+        def call(self, x):
+            return self.hidden(x)
+
+    model = LocalNet()
+    model(np.zeros((1, 3), "float32"))
+    target = tmp_path / "serve"
+    with pytest.raises(
+        ValueError, match=r"inside a function: .*<locals>\.LocalNet"
+    ):
+        keras_wc.export(model, os.fspath(target))
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- keras-hub -----------------------------------------------------------------

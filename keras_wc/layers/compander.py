@@ -46,7 +46,12 @@ class SharedCompander(keras.layers.Layer):
     `a` and `b` are stored as they are, so gradient descent on them is the
     paper's (§III-B); they are projected back to `[1e-3, ∞)` after every
     optimizer update and read through `max(·, 1e-3)`, so they stay strictly
-    positive whatever the optimizer does. They are never weight-decayed.
+    positive whatever the optimizer does. They carry no regularizer, and
+    the modified optimizers (`keras_wc.optimizers.modified`) never decay
+    them; a plain Keras optimizer's decoupled `weight_decay` does, unless
+    they are excluded with
+    `optimizer.exclude_from_weight_decay(var_list=
+    keras_wc.optimizers.no_decay_variables(model))`.
 
     Args:
         a: initial `a` (> 0).

@@ -244,7 +244,7 @@ def test_natural_input_parameter_count_and_forward(name):
     x, _ = _random_batch(model, 2)
     logits = model(x, training=False)
     assert tuple(logits.shape) == (2, 10)
-    assert np.all(np.isfinite(logits))
+    assert np.all(np.isfinite(np.asarray(logits)))
 
 
 @pytest.mark.parametrize("name", ("resnet18", "vgg16_bn", "wrn_28_10"))

@@ -37,7 +37,7 @@ def test_flags_parse_to_config_fields():
         "--weight-decay", "5e-4", "--weight-decay-scope", "kernels",
         "--epochs", "7", "--batch-size", "32", "--seeds", "3",
         "--val-split", "0.2", "--limit-train", "100", "--no-augment",
-        "--out", "x", "--strategy", "mirrored", "--mixed-precision", "--jit",
+        "--out", "x", "--strategy", "default", "--mixed-precision", "--jit",
         "--steps-per-epoch", "4", "--no-deterministic", "--verbose", "2",
     ]))
     assert (config.a, config.b, config.compander, config.learnable) == (
@@ -48,6 +48,7 @@ def test_flags_parse_to_config_fields():
         "modified-adam", "kernels", 3
     )
     assert config.mixed_precision and config.jit and not config.deterministic
+    assert config.strategy == "default"
     assert config.steps_per_epoch == 4 and config.verbose == "2"
 
 

@@ -363,6 +363,7 @@ _SMOKE = ["--model", "small_cnn", "--dataset", "digits", "--method", "wc",
 
 
 @pytest.mark.slow
+@pytest.mark.backends("tensorflow", reason="tf.distribute.MirroredStrategy")
 def test_mirrored_cli_with_logical_cpus(tmp_path):
     process = _cli(_SMOKE + ["--strategy", "mirrored", "--logical-cpus", "2",
                              "--out", str(tmp_path)])
