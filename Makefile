@@ -33,7 +33,7 @@ test: install
 	$(PY) -m pytest -n 2 $(ARGS)
 
 bench: install
-	$(PY) -m bench $(ARGS)
+	for b in tensorflow jax torch; do KERAS_BACKEND=$$b $(PY) -m bench $(ARGS) || exit 1; done
 
 lint: install
 	$(PY) -m ruff check keras_wc models train bench tests
