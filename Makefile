@@ -50,7 +50,7 @@ test-torch: install
 	KERAS_BACKEND=torch $(PY) -m pytest -n 2 $(TORCH_TESTS) $(ARGS)
 
 bench: install
-	$(PY) -m bench $(ARGS)
+	for b in tensorflow jax torch; do KERAS_BACKEND=$$b $(PY) -m bench $(ARGS) || exit 1; done
 
 lint: install
 	$(PY) -m ruff check keras_wc models train bench tests

@@ -14,7 +14,10 @@ runs unchanged on TensorFlow, JAX and PyTorch. What cannot be, lives here:
   a JAX `jit`);
 * `cross_replica_sum`: sums over the replicas of a `tf.distribute`
   strategy (on JAX, `keras.distribution.DataParallel` computes global sums
-  by itself; PyTorch runs on one device here).
+  by itself; PyTorch runs on one device here);
+* `compiled_by_xla`, `sum_of_squares`: what the lean training step needs
+  to pick its formulas (whether XLA compiles the step being traced) and
+  a sum of squares in one pass over a kernel.
 
 TensorFlow is imported only when it is the backend (or when exporting).
 """
@@ -99,6 +102,45 @@ def _torch_custom_gradient(forward):
 def _value(x):
     """A Keras variable's tensor (custom gradients take tensors)."""
     return x.value if isinstance(x, keras.Variable) else x
+
+
+def compiled_by_xla(tensor):
+    """Whether `tensor` belongs to a computation XLA compiles: a JAX trace
+    (Keras jits every JAX training step), or a TensorFlow function traced
+    with `jit_compile=True` (or called from one). Not a PyTorch tensor
+    (`torch.compile` fuses with its own compiler)."""
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        return isinstance(tensor, jax.core.Tracer)
+    if backend == "tensorflow":
+        import tensorflow as tf
+        from tensorflow.python.ops import control_flow_util
+
+        return not tf.executing_eagerly() and (
+            control_flow_util.GraphOrParentsInXlaContext(
+                tf.compat.v1.get_default_graph()
+            )
+        )
+    return False
+
+
+def sum_of_squares(x):
+    """Σx² over every entry, in one pass where the backend has the kernel
+    (TensorFlow's `l2_loss`, PyTorch's `dot`; XLA fuses the square into
+    the sum by itself)."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return 2.0 * tf.nn.l2_loss(x)
+    if backend == "torch":
+        import torch
+
+        flat = x.reshape(-1)
+        return torch.dot(flat, flat)
+    return keras.ops.sum(keras.ops.square(x))
 
 
 def derivative(function, x):

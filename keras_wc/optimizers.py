@@ -39,9 +39,11 @@ and their increments reach `v` through `Ψ'(v)`:
   the modified optimizer sees the true `∂L/∂v`.
 
 `g_w` is recovered from the gradient Keras computes, `g_v = g_w ⊙ Ψ'(v)`,
-as `g_v / Ψ'(v)`. Where `Ψ'(v)` is exactly 0 (powerprop at `v = 0`, or erf
-far in its tails, where it underflows) `g_w` is taken as 0: the step there
-is `Ψ'(v)·step = 0` either way, so the result is the same.
+as `g_v·(1/Ψ'(v))` with the compander's closed form of `1/Ψ'(v)` where
+`Ψ'(v) > 0` everywhere (`Compander.derivative_reciprocal`: arctan,
+arsinh), else as `g_v / Ψ'(v)`. Where `Ψ'(v)` is exactly 0 (powerprop at
+`v = 0`, or erf far in its tails, where it underflows) `g_w` is taken as 0:
+the step there is `Ψ'(v)·step = 0` either way, so the result is the same.
 
 `no_decay_variables(model)` lists what a decoupled weight decay should
 leave alone for the papers' semantics with any optimizer, plain or
@@ -171,6 +173,15 @@ def _psi_derivative(layer, v):
     return companders.derivative(
         layer.compander, ops.cast(v, "float32"), layer.a, layer.b
     )
+
+
+def _psi_derivative_reciprocal(layer, v):
+    """1/Ψ'(v) in closed form where the compander has one (Ψ' > 0
+    everywhere), else `None`."""
+    closed_form = getattr(layer.compander, "derivative_reciprocal", None)
+    if closed_form is None:
+        return None
+    return closed_form(ops.cast(v, "float32"), layer.a, layer.b)
 
 
 def _reparameterized_layers(variables):
@@ -320,6 +331,9 @@ class ModifiedOptimizerMixin:
         if layer is None or gradient is None:
             return gradient
         gradient = ops.convert_to_tensor(gradient)
+        reciprocal = _psi_derivative_reciprocal(layer, variable)
+        if reciprocal is not None:
+            return gradient * ops.cast(reciprocal, gradient.dtype)
         scale = ops.cast(_psi_derivative(layer, variable), gradient.dtype)
         safe = ops.where(scale > 0, scale, ops.ones_like(scale))
         return ops.where(

@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import pytest
 
 from bench import speed, study
@@ -30,11 +31,46 @@ def test_ratios_are_relative_to_the_base():
     assert ratios["plain"]["ratio"] == 1.0
 
 
-def test_committed_speed_table_matches_its_json():
-    with open(os.path.join(RESULTS, "speed.json")) as f:
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_committed_speed_table_matches_its_json(backend):
+    with open(os.path.join(RESULTS, f"speed-{backend}.json")) as f:
         result = json.load(f)
-    with open(os.path.join(RESULTS, "speed.md")) as f:
+    assert result["backend"] == backend and not result["quick"]
+    assert result["machine"]["cpu"]  # every result names its CPU
+    with open(os.path.join(RESULTS, f"speed-{backend}.md")) as f:
         assert f.read() == speed.to_markdown(result)
+
+
+def test_quick_run_writes_this_backends_rows(tmp_path):
+    assert (
+        speed.main(
+            [
+                "--quick",
+                "--archs",
+                "dense",
+                "--skip-memory",
+                "--skip-extras",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    backend = keras.backend.backend()
+    with open(tmp_path / f"speed-{backend}-quick.json") as f:
+        result = json.load(f)
+    assert result["backend"] == backend
+    assert "oneDNN" in (tmp_path / f"speed-{backend}-quick.md").read_text()
+    rows = result["training"]
+    assert list(rows) == [
+        f"dense batch 8 jit {'on' if jit else 'off'}"
+        for jit in speed.jit_modes()
+    ]
+    for row in rows.values():
+        assert set(row) == set(speed.VARIANTS)
+        assert row["plain"]["ratio"] == 1.0
+        assert all(r["seconds"] > 0 for r in row.values())
+    assert set(result["optimizer"]) == {"adam", "modified-adam"}
 
 
 def test_committed_study_table_matches_its_json():

@@ -12,7 +12,12 @@ from keras import ops
 
 from keras_wc import backend
 from keras_wc import companders as companders_lib
-from keras_wc.layers.reparameterized import RAW_NAMES, ReparameterizedLayer
+from keras_wc.layers.reparameterized import (
+    RAW_NAMES,
+    ReparameterizedLayer,
+    is_plain_l2,
+    lean,
+)
 from keras_wc.validation import learnable_mode, positive_number
 
 # Learnable a and b are projected back to [MIN_SCALE, ∞) after every
@@ -353,15 +358,34 @@ class CompanderMixin(ReparameterizedLayer):
     def compand(self, v):
         """Ψ(v) in float32 with the layer's current a, b (Eq. 1)."""
         v = ops.cast(v, "float32")
+        if not lean():
+            return self.compander.forward(v, self.a, self.b)
         if self.is_learnable and companders_lib.is_scale_family(
             self.compander
         ):
             return _learnable_forward(self.compander, v, self.a, self.b)
-        if self.is_learnable or not callable(
+        if self._has_fixed_closed_form():
+            return _fixed_forward(self.compander, v, self.a, self.b)
+        return self.compander.forward(v, self.a, self.b)
+
+    def _has_fixed_closed_form(self):
+        return not self.is_learnable and callable(
             getattr(self.compander, "derivative", None)
+        )
+
+    def _kernel_and_penalty(self, name, regularizer):
+        if not (
+            lean()
+            and is_plain_l2(regularizer)
+            and self._has_fixed_closed_form()
         ):
-            return self.compander.forward(v, self.a, self.b)
-        return _fixed_forward(self.compander, v, self.a, self.b)
+            return super()._kernel_and_penalty(name, regularizer)
+        # Eq. 5's penalty l2·ΣΨ(v)² from the same function as Ψ(v): its
+        # gradient joins Ψ'(v)·g in one expression of the backward pass.
+        v = ops.cast(self._raw_kernels[name], "float32")
+        return _fixed_forward(
+            self.compander, v, self.a, self.b, l2=regularizer.l2
+        )
 
     def inverse(self, w):
         """Ψ⁻¹(w) in float32 with the layer's current a, b."""
@@ -398,19 +422,38 @@ def _serialize_shared(shared):
     return config
 
 
-def _fixed_forward(compander, v, a, b):
-    """Ψ(v) for fixed a, b with the closed-form Ψ'(v) as its gradient.
+def _forward(compander, v, a, b):
+    """Ψ(v) by the formula fastest where it runs: `f_for_xla` inside an
+    XLA-compiled step (the polynomial arctan), `f` elsewhere."""
+    if backend.compiled_by_xla(v) and companders_lib.is_scale_family(
+        compander
+    ):
+        return compander.forward_for_xla(v, a, b)
+    return compander.forward(v, a, b)
 
-    One expression for the backward pass (Eq. 3) instead of the chain of
-    elementwise gradients autodiff would build through `a·f(v/b)`.
+
+def _fixed_forward(compander, v, a, b, l2=None):
+    """Ψ(v) for fixed a, b with the closed-form Ψ'(v) as its gradient, and
+    with `l2`, also the penalty l2·ΣΨ(v)².
+
+    One expression for the backward pass (Eq. 3), (g + 2·l2·g_p·Ψ(v))·Ψ'(v)
+    for the upstream gradients g of Ψ(v) and g_p of the penalty, instead of
+    the chain of elementwise gradients autodiff would build through
+    `a·f(v/b)` and the separate passes of a penalty's own gradient.
     """
 
     @backend.custom_gradient
     def psi(v):
-        def grad(upstream):
+        w = _forward(compander, v, a, b)
+
+        def grad(upstream, upstream_penalty=None):
+            if upstream_penalty is not None:
+                upstream = upstream + (2.0 * l2 * upstream_penalty) * w
             return upstream * compander.derivative(v, a, b)
 
-        return compander.forward(v, a, b), grad
+        if l2 is None:
+            return w, grad
+        return (w, l2 * backend.sum_of_squares(w)), grad
 
     return psi(v)
 
@@ -425,7 +468,7 @@ def _learnable_forward(compander, v, a, b):
 
     @backend.custom_gradient
     def psi(v, a, b):
-        w = compander.forward(v, a, b)
+        w = _forward(compander, v, a, b)
 
         def grad(upstream):
             grad_v = upstream * compander.derivative(v, a, b)

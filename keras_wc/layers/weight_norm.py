@@ -23,7 +23,12 @@ from keras import ops
 
 from keras_wc import backend
 from keras_wc.layers.layouts import einsum_specs, layout_of
-from keras_wc.layers.reparameterized import RAW_NAMES, ReparameterizedLayer
+from keras_wc.layers.reparameterized import (
+    RAW_NAMES,
+    ReparameterizedLayer,
+    is_plain_l2,
+    lean,
+)
 from keras_wc.validation import positive_number
 
 # ‖v‖ = sqrt(max(Σv², NORM_EPSILON)), as in `tf.nn.l2_normalize`: a zero
@@ -120,12 +125,6 @@ class _NormOf(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None):
         norm = ops.reshape(_norm(self.v, self.norm_axes), shape)
         return ops.cast(ops.log(norm) if self.log_scale else norm, dtype)
-
-
-def _is_plain_l2(regularizer):
-    return type(regularizer) is keras.regularizers.L2 or (
-        type(regularizer) is keras.regularizers.L1L2 and regularizer.l1 == 0
-    )
 
 
 def _weight_norm(v, g, norm_axes):
@@ -419,9 +418,12 @@ class WeightNormCore(ReparameterizedLayer):
 
     def _effective_kernel(self, name):
         v = ops.cast(self._raw_kernels[name], "float32")
+        axes = self._norm_axes[name]
         if self._direction_only and name == self._output_kernel():
-            return v / _norm(v, self._norm_axes[name])
-        w, _ = _weight_norm(v, self._gain_keepdims(name), self._norm_axes[name])
+            return v / _norm(v, axes)
+        if not lean():
+            return self._gain_keepdims(name) * v / _norm(v, axes)
+        w, _ = _weight_norm(v, self._gain_keepdims(name), axes)
         return w
 
     def _output_kernel(self):
@@ -430,7 +432,7 @@ class WeightNormCore(ReparameterizedLayer):
         return "kernel"
 
     def _kernel_and_penalty(self, name, regularizer):
-        if not _is_plain_l2(regularizer):
+        if not (lean() and is_plain_l2(regularizer)):
             return super()._kernel_and_penalty(name, regularizer)
         # ‖w_j‖ = g_j for every unit, so L2(w) = l2·Σ g_j² (·‖v_j‖²/max(‖v_j‖²,
         # ε), which is 1 but for an all-zero v_j), without a pass over w.

@@ -1,0 +1,228 @@
+"""The lean training step against the reference path and against numpy.
+
+The lean path (closed-form gradients, the L2 penalty fused into the kernel's
+function, the polynomial arctan inside XLA) must compute what the reference
+path (`reference_path()`: plain `keras.ops` and autodiff, the penalty
+evaluated separately) computes: forward, gradients, optimizer steps.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from backend_utils import BACKEND, gradients, total_loss
+from scipy import special
+
+import keras_wc
+from keras_wc import backend, companders
+from keras_wc.layers.compander import _fixed_forward
+from keras_wc.layers.reparameterized import reference_path
+
+
+def _x(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+def test_polynomial_arctan_matches_numpy_to_float32_round_off():
+    x = np.concatenate(
+        [
+            np.linspace(-60.0, 60.0, 240001),
+            np.logspace(-30, 30, 3001),
+            -np.logspace(-30, 30, 3001),
+            [0.0, 1.0, -1.0, math.tan(math.pi / 8), np.inf, -np.inf],
+        ]
+    ).astype("float32")
+    y = np.asarray(
+        keras.ops.convert_to_numpy(companders.polynomial_arctan(x)),
+        "float64",
+    )
+    exact = np.arctan(x.astype("float64"))
+    # float32's own arctan is within ~1.2e-7 of the exact value here.
+    assert np.max(np.abs(y - exact)) < 2e-7
+    assert np.max(np.abs(y - exact) / np.maximum(np.abs(exact), 1e-30)) < 3e-7
+    assert np.isnan(
+        keras.ops.convert_to_numpy(
+            companders.polynomial_arctan(np.float32([np.nan]))
+        )
+    ).all()
+
+
+@pytest.mark.parametrize("name", ["arctan", "arsinh", "erf"])
+def test_derivative_reciprocal_is_one_over_eq3(name):
+    comp = companders.get(name)
+    v = np.linspace(-4.0, 4.0, 81).astype("float32")
+    reciprocal = comp.derivative_reciprocal(v, 0.9, 0.7)
+    if name == "erf":  # erf' underflows to 0 in its tails: no closed form
+        assert reciprocal is None
+        return
+    np.testing.assert_allclose(
+        np.asarray(reciprocal) * np.asarray(comp.derivative(v, 0.9, 0.7)),
+        1.0,
+        rtol=1e-6,
+    )
+
+
+def test_compiled_by_xla_tells_compiled_steps_apart():
+    seen = {}
+    if BACKEND == "jax":
+        import jax
+
+        seen["eager"] = backend.compiled_by_xla(np.float32(1.0))
+        jax.jit(lambda t: seen.setdefault("jit", backend.compiled_by_xla(t)))(
+            np.float32(1.0)
+        )
+        assert seen == {"eager": False, "jit": True}
+    elif BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        def probe(key):
+            def function(t):
+                seen[key] = backend.compiled_by_xla(t)
+                return t
+
+            return function
+
+        t = tf.constant(1.0)
+        seen["eager"] = backend.compiled_by_xla(t)
+        tf.function(probe("graph"))(t)
+        tf.function(probe("xla"), jit_compile=True)(t)
+        assert seen == {"eager": False, "graph": False, "xla": True}
+    else:
+        import torch
+
+        assert not backend.compiled_by_xla(torch.ones(2))
+
+
+@pytest.mark.parametrize("name,a,b", [("arctan", 1.3, 0.6), ("erf", 1, 1)])
+def test_fused_penalty_and_gradient_match_numpy(name, a, b):
+    comp = companders.get(name)
+    v = keras.Variable(_x((6, 5)))
+    weights = _x((6, 5), 1)
+    l2 = 0.03
+
+    def loss():
+        w, penalty = _fixed_forward(comp, v.value, a, b, l2=l2)
+        return keras.ops.sum(keras.ops.multiply(w, weights)) + penalty
+
+    (grad,) = gradients(loss, [v])
+    v64 = np.asarray(v, "float64")
+    if name == "arctan":
+        w = a * np.arctan(v64 / b)
+        slope = a * b / (b * b + v64**2)
+    else:
+        w = special.erf(v64)
+        slope = 2 / math.sqrt(math.pi) * np.exp(-(v64**2))
+    w_lean, penalty = _fixed_forward(comp, v.value, a, b, l2=l2)
+    np.testing.assert_allclose(np.asarray(w_lean), w, rtol=1e-6, atol=1e-7)
+    penalty = float(keras.ops.convert_to_numpy(penalty))
+    np.testing.assert_allclose(penalty, l2 * np.sum(w**2), rtol=1e-6)
+    # Eq. 5's penalty reaches v through Ψ' like the rest of the loss.
+    np.testing.assert_allclose(
+        grad, (weights + 2 * l2 * w) * slope, rtol=1e-5, atol=1e-7
+    )
+
+
+# method, convert options
+CASES = {
+    "wc": ("wc", {"a": 1.3, "b": 0.6}),
+    "wc-arsinh": ("wc", {"a": 0.7, "b": 0.8, "compander": "arsinh"}),
+    "wc-erf": ("wc", {"a": 1.0, "b": 0.7, "compander": "erf"}),
+    "wc-fine": ("wc", {"a": 1.3, "b": 0.6, "learnable": "fine"}),
+    "wc-coarse": ("wc", {"a": 1.3, "b": 0.6, "learnable": "coarse"}),
+    "pp": ("pp", {"alpha": 1.5}),
+    "wn": ("wn", {}),
+}
+
+
+def _model(case, x):
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((x.shape[1],)),
+            keras.layers.Dense(
+                12,
+                activation="tanh",
+                kernel_regularizer=keras.regularizers.L2(0.05),
+            ),
+            keras.layers.Dense(
+                3, kernel_regularizer=keras.regularizers.L1L2(l2=0.02)
+            ),
+        ]
+    )
+    method, options = CASES[case]
+    model = keras_wc.convert(model, method, **options)
+    if method == "wn":
+        keras_wc.initialize(model, x)
+    return model
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_lean_forward_penalty_and_gradients_equal_reference(case):
+    x = _x((8, 5))
+    model = _model(case, x)
+
+    def loss():
+        return total_loss(model(x, training=True), model)
+
+    lean_loss = float(keras.ops.convert_to_numpy(loss()))
+    lean = gradients(loss, model.trainable_variables)
+    with reference_path():
+        reference_loss = float(keras.ops.convert_to_numpy(loss()))
+        reference = gradients(loss, model.trainable_variables)
+    np.testing.assert_allclose(lean_loss, reference_loss, rtol=1e-6)
+    for variable, got, want in zip(
+        model.trainable_variables, lean, reference, strict=True
+    ):
+        # atol: a bias gradient of a data-initialized WN layer is a sum of
+        # terms of order 1 that cancel to ~1e-7, rounded differently.
+        np.testing.assert_allclose(
+            got, want, rtol=2e-5, atol=1e-5, err_msg=variable.path
+        )
+
+
+def _jit_modes():
+    return [False] if BACKEND == "torch" else [False, True]
+
+
+@pytest.mark.parametrize("jit", _jit_modes())
+@pytest.mark.parametrize(
+    "case,optimizer",
+    [
+        ("wc", "sgd"),
+        ("wc", "modified_adam"),
+        ("wc-fine", "sgd"),
+        ("wc-coarse", "sgd"),
+        ("wc-arsinh", "modified_adam"),
+        ("wc-erf", "modified_adam"),
+        ("pp", "modified_adam"),
+        ("wn", "sgd"),
+    ],
+)
+def test_lean_training_steps_equal_reference(case, optimizer, jit):
+    """`train_on_batch` with the lean path, compiled as the user compiles
+    it (XLA: the polynomial arctan), against the reference path."""
+    x = _x((8, 5))
+    y = np.arange(8) % 3
+    results = []
+    for use_reference in (False, True):
+        model = _model(case, x)
+        model.compile(
+            optimizer=(
+                keras.optimizers.SGD(0.1, momentum=0.9)
+                if optimizer == "sgd"
+                else keras_wc.optimizers.ModifiedAdam(1e-2)
+            ),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit,
+        )
+        if use_reference:
+            with reference_path():
+                losses = [model.train_on_batch(x, y) for _ in range(3)]
+        else:
+            losses = [model.train_on_batch(x, y) for _ in range(3)]
+        results.append((losses, [np.asarray(v) for v in model.weights]))
+    (lean_losses, lean), (reference_losses, reference) = results
+    np.testing.assert_allclose(lean_losses, reference_losses, rtol=1e-5)
+    for got, want in zip(lean, reference, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
