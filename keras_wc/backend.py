@@ -15,9 +15,9 @@ runs unchanged on TensorFlow, JAX and PyTorch. What cannot be, lives here:
 * `cross_replica_sum`: sums over the replicas of a `tf.distribute`
   strategy (on JAX, `keras.distribution.DataParallel` computes global sums
   by itself; PyTorch runs on one device here);
-* `compiled_by_xla`, `sum_of_squares`: what the lean training step needs
-  to pick its formulas (whether XLA compiles the step being traced) and
-  a sum of squares in one pass over a kernel.
+* `compiled_by_xla`, `sum_of_squares`, `norm`: what the lean training
+  step needs to pick its formulas (whether XLA compiles the step being
+  traced), and a sum of squares or a norm in one pass over a kernel.
 
 TensorFlow is imported only when it is the backend (or when exporting).
 """
@@ -141,6 +141,23 @@ def sum_of_squares(x):
         flat = x.reshape(-1)
         return torch.dot(flat, flat)
     return keras.ops.sum(keras.ops.square(x))
+
+
+def norm(x, axes):
+    """‖x‖ = √(Σx²) over `axes` (kept, of size 1), in one pass on
+    TensorFlow outside XLA (its `EuclideanNorm`, which XLA has no kernel
+    for; XLA fuses the square into the sum by itself). Not PyTorch's
+    `vector_norm`: over a leading axis it is ten times slower than the
+    square and the sum (14 ms against 1.3 ms on a 2048² kernel)."""
+    if name() == "tensorflow" and not compiled_by_xla(x):
+        import tensorflow as tf
+
+        return tf.math.reduce_euclidean_norm(
+            x, axis=tuple(axes), keepdims=True
+        )
+    return keras.ops.sqrt(
+        keras.ops.sum(keras.ops.square(x), axis=axes, keepdims=True)
+    )
 
 
 def derivative(function, x):

@@ -163,10 +163,125 @@ def _weight_norm(v, g, norm_axes):
     return wn(v, g)
 
 
+def _inverse_norm(v, norm_axes):
+    """(1/‖v‖, ‖v‖²/max(‖v‖², ε)) per unit, with the gradient in one pass.
+
+    The scale of WN applied to a layer's output (`g/‖v‖`, Eq. 2) needs the
+    kernel only through these two per-unit numbers. ∂(1/‖v‖)/∂v =
+    −v/‖v‖³; the ratio (1 but for an all-zero `v`, where it is ‖v‖²/ε)
+    has the gradient 2v/ε there and 0 elsewhere. The backward pass is one
+    broadcast product with `v`, instead of autodiff's chain through the
+    square, the sum and the root.
+    """
+
+    @backend.custom_gradient
+    def inverse_norm(v):
+        squares = ops.square(backend.norm(v, norm_axes))
+        alive = squares > NORM_EPSILON
+        inv = ops.rsqrt(ops.maximum(squares, NORM_EPSILON))
+        ratio = squares * ops.square(inv)
+
+        def grad(upstream_inv, upstream_ratio=None):
+            dead = (
+                0.0
+                if upstream_ratio is None  # the ratio is not used (torch)
+                else 2.0 * upstream_ratio / NORM_EPSILON
+            )
+            along_v = ops.where(
+                alive, -upstream_inv * inv * ops.square(inv), dead
+            )
+            return along_v * v
+
+        return (inv, ratio), grad
+
+    return inverse_norm(v)
+
+
 def _norm(v, norm_axes):
     v = ops.cast(v, "float32")
     squares = ops.sum(ops.square(v), axis=norm_axes, keepdims=True)
     return ops.sqrt(ops.maximum(squares, NORM_EPSILON))
+
+
+def _matmul(layer, inputs, kernel):
+    return ops.matmul(inputs, kernel)
+
+
+def _einsum(layer, inputs, kernel):
+    return ops.einsum(layer.equation, inputs, kernel)
+
+
+def _conv(layer, inputs, kernel):
+    return layer.convolution_op(inputs, kernel)
+
+
+def _conv1d(layer, inputs, kernel):
+    padding = layer.padding
+    if padding == "causal":
+        inputs = ops.pad(inputs, layer._compute_causal_padding())
+        padding = "valid"
+    return ops.conv(
+        inputs,
+        kernel,
+        strides=list(layer.strides),
+        padding=padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
+
+
+def _conv_transpose(layer, inputs, kernel):
+    return ops.conv_transpose(
+        inputs,
+        kernel,
+        strides=list(layer.strides),
+        padding=layer.padding,
+        output_padding=layer.output_padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
+
+
+def _add_bias(layer, outputs):
+    return outputs if layer.bias is None else ops.add(outputs, layer.bias)
+
+
+def _add_channel_bias(layer, outputs):
+    if not layer.use_bias:
+        return outputs
+    shape = [1] * len(outputs.shape)
+    shape[-1 if layer.data_format == "channels_last" else 1] = layer.filters
+    return ops.add(outputs, ops.reshape(layer.bias, shape))
+
+
+# The Keras `call`s that are a linear op of (inputs, kernel), then the bias,
+# then the activation: WN can scale their output by g/‖v‖ per unit instead
+# of the kernel (the linear op commutes with a per-output-unit scale).
+# Keyed by the function, so that a subclass overriding `call` keeps its own.
+_SCALABLE_CALLS = {
+    keras.layers.Dense.call: (_matmul, _add_bias),
+    keras.layers.EinsumDense.call: (_einsum, _add_bias),
+    keras.layers.Conv1D.call: (_conv1d, _add_channel_bias),
+    keras.layers.Conv2D.call: (_conv, _add_channel_bias),
+    keras.layers.Conv3D.call: (_conv, _add_channel_bias),
+    **{
+        cls.call: (_conv_transpose, _add_channel_bias)
+        for cls in (
+            keras.layers.Conv1DTranspose,
+            keras.layers.Conv2DTranspose,
+            keras.layers.Conv3DTranspose,
+        )
+    },
+}
+
+
+def _parent_call(cls, mixin):
+    """The `call` that `super(mixin, instance).call` resolves to."""
+    mro = cls.__mro__
+    for base in mro[mro.index(mixin) + 1 :]:
+        if "call" in base.__dict__:
+            return base.__dict__["call"]
+    return None
 
 
 class _GainConstraint:
@@ -549,7 +664,62 @@ class WeightNormMixin(WeightNormCore):
                 "function-preserving init)."
                 + (backend.JAX_FIT_NOTE if backend.name() == "jax" else "")
             )
+        parts = self._output_scaling()
+        if parts is not None:
+            return self._call_scaling_output(inputs, *parts)
         return super().call(inputs)
+
+    def _output_scaling(self):
+        """(linear op, bias op) when the call scales the layer's output by
+        g/‖v‖ instead of computing the kernel g·v/‖v‖, else None.
+
+        Taken on the lean path by `Dense`, `EinsumDense` and the
+        (transposed) convolutions whose `call` is Keras's own, when the
+        kernel's penalty, if any, is L2: the step then never writes the
+        normalized kernel and its backward pass makes one pass over `v` for
+        the norm instead of two over the kernel's gradient. Not under a
+        float16 compute dtype, whose range `x·v` could leave where ‖v‖ is
+        large.
+        """
+        if not lean() or self.compute_dtype == "float16":
+            return None
+        regularizer = self._call_regularizers.get("kernel")
+        if regularizer is not None and not is_plain_l2(regularizer):
+            return None
+        return _SCALABLE_CALLS.get(_parent_call(type(self), WeightNormMixin))
+
+    def _call_scaling_output(self, inputs, linear, add_bias):
+        """The layer's output as φ(t·g/‖v‖ + bias), t = the linear op of
+        the inputs and `v` (Eq. 2 applied after the op, per output unit)."""
+        v = self._raw_kernels["kernel"]
+        inv, ratio = _inverse_norm(
+            ops.cast(v, "float32"), self._norm_axes["kernel"]
+        )
+        gain = self._gain_keepdims("kernel")
+        regularizer = self._call_regularizers.get("kernel")
+        if regularizer is not None:
+            # ‖w_j‖² = g_j²·ratio_j: the L2 penalty without the kernel.
+            self.add_loss(regularizer.l2 * ops.sum(ops.square(gain) * ratio))
+        outputs = linear(self, inputs, ops.cast(v, self.compute_dtype))
+        scale = self._per_output_unit(gain * inv, len(outputs.shape))
+        outputs = add_bias(
+            self, ops.multiply(outputs, ops.cast(scale, self.compute_dtype))
+        )
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def _per_output_unit(self, values, ndim):
+        """`values` (kernel rank, size 1 on the norm axes) laid out to
+        broadcast against an output of rank `ndim`."""
+        units, perm = self._output_units(ndim)
+        values = ops.reshape(values, self._gains["kernel"].shape)
+        if len(perm) > 1:
+            values = ops.transpose(values, [int(i) for i in np.argsort(perm)])
+        shape = [1] * ndim
+        for position, size in zip(units, values.shape, strict=True):
+            shape[position] = size
+        return ops.reshape(values, shape)
 
     def _data_dependent_init(self, inputs):
         """Sets g and the bias from the statistics of `inputs` (§3) and

@@ -18,6 +18,7 @@ import keras_wc
 from keras_wc import backend, companders
 from keras_wc.layers.compander import _fixed_forward
 from keras_wc.layers.reparameterized import reference_path
+from keras_wc.layers.weight_norm import WeightNormMixin
 
 
 def _x(shape, seed=0):
@@ -226,3 +227,170 @@ def test_lean_training_steps_equal_reference(case, optimizer, jit):
     np.testing.assert_allclose(lean_losses, reference_losses, rtol=1e-5)
     for got, want in zip(lean, reference, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# Layers whose output WN scales by g/‖v‖ instead of computing the kernel:
+# (layer, input shape). The EinsumDense equations put the unit axes in
+# kernel order and in the opposite order in the output.
+SCALED_OUTPUT_LAYERS = {
+    "dense-rank3": (lambda r: keras.layers.Dense(6, "tanh", **r), (4, 3, 5)),
+    "einsum": (
+        lambda r: keras.layers.EinsumDense(
+            "abc,cde->abde", (None, 3, 4), bias_axes="de", **r
+        ),
+        (4, 3, 5),
+    ),
+    "einsum-permuted": (
+        lambda r: keras.layers.EinsumDense(
+            "abc,ced->abde", (None, 3, 4), bias_axes="e", **r
+        ),
+        (4, 3, 5),
+    ),
+    "conv1d-causal": (
+        lambda r: keras.layers.Conv1D(4, 3, padding="causal", **r),
+        (2, 7, 3),
+    ),
+    "conv2d": (
+        lambda r: keras.layers.Conv2D(4, 3, strides=2, activation="relu", **r),
+        (2, 7, 7, 3),
+    ),
+    "conv2d-channels-first": (
+        lambda r: keras.layers.Conv2D(
+            4, 3, data_format="channels_first", **r
+        ),
+        (2, 3, 7, 7),
+    ),
+    "conv3d-no-bias": (
+        lambda r: keras.layers.Conv3D(2, 2, use_bias=False, **r),
+        (2, 4, 4, 4, 2),
+    ),
+    "conv2d-transpose": (
+        lambda r: keras.layers.Conv2DTranspose(4, 3, strides=2, **r),
+        (2, 5, 5, 3),
+    ),
+    "conv1d-transpose": (
+        lambda r: keras.layers.Conv1DTranspose(3, 2, **r),
+        (2, 6, 4),
+    ),
+}
+
+
+def _scaled_output_model(name, regularizer=None):
+    build, shape = SCALED_OUTPUT_LAYERS[name]
+    keras.utils.set_random_seed(5)
+    plain = keras.Sequential(
+        [keras.Input(shape[1:]), build({"kernel_regularizer": regularizer})]
+    )
+    x = _x(shape, seed=1)
+    model = keras_wc.convert(plain, "wn")
+    keras_wc.initialize(model, x)
+    # Move g off its data-init value, so that the test sees g·v/‖v‖ and not
+    # only the direction.
+    gain = model.layers[0].raw_gains["kernel"]
+    value = np.asarray(keras.ops.convert_to_numpy(gain))
+    gain.assign(value * (1.0 + 0.1 * np.arange(value.size)).reshape(value.shape))
+    return model, x
+
+
+@pytest.mark.parametrize("name", sorted(SCALED_OUTPUT_LAYERS))
+def test_wn_output_scaling_equals_reference(name, skip_unless_cpu_runs):
+    """WN scaling the output instead of the kernel: forward, L2 penalty and
+    gradients equal the reference path's (which computes g·v/‖v‖)."""
+    model, x = _scaled_output_model(name, keras.regularizers.L2(0.05))
+    skip_unless_cpu_runs(model)
+    assert model.layers[0]._output_scaling() is not None
+
+    def loss():
+        out = model(x, training=True)
+        return total_loss(keras.ops.sin(out), model)
+
+    lean_out = keras.ops.convert_to_numpy(model(x))
+    lean_loss = float(keras.ops.convert_to_numpy(loss()))
+    lean = gradients(loss, model.trainable_variables)
+    with reference_path():
+        assert model.layers[0]._output_scaling() is None
+        reference_out = keras.ops.convert_to_numpy(model(x))
+        reference_loss = float(keras.ops.convert_to_numpy(loss()))
+        reference = gradients(loss, model.trainable_variables)
+    np.testing.assert_allclose(lean_out, reference_out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lean_loss, reference_loss, rtol=1e-6)
+    for variable, got, want in zip(
+        model.trainable_variables, lean, reference, strict=True
+    ):
+        np.testing.assert_allclose(
+            got, want, rtol=2e-5, atol=1e-5, err_msg=variable.path
+        )
+
+
+def test_wn_output_scaling_zero_unit_has_the_reference_gradients():
+    """An all-zero column of v (w = 0, ‖v‖² below ε) gets the reference
+    path's gradients, penalty included."""
+    model, x = _scaled_output_model("dense-rank3", keras.regularizers.L2(0.5))
+    v = model.layers[0].v
+    value = np.array(keras.ops.convert_to_numpy(v))
+    value[:, 2] = 0.0
+    v.assign(value)
+
+    def loss():
+        return total_loss(model(x, training=True), model)
+
+    lean = gradients(loss, model.trainable_variables)
+    with reference_path():
+        reference = gradients(loss, model.trainable_variables)
+    for got, want in zip(lean, reference, strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+
+
+class _DoubledDense(keras.layers.Dense):
+    def call(self, inputs, training=None):
+        return super().call(inputs) * 2.0
+
+
+class _WNDoubledDense(WeightNormMixin, _DoubledDense):
+    """WN over a Dense subclass with a `call` of its own, which the output
+    scaling must not bypass."""
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["float16", "l1-penalty", "custom-call", "depthwise", "reference"],
+)
+def test_wn_keeps_the_kernel_where_output_scaling_does_not_hold(case):
+    """The kernel g·v/‖v‖ is computed (not the output scaled) under a
+    float16 compute dtype, for a penalty other than L2, for a `call` that
+    is not Keras's own, for layers whose units are not the output's
+    channels (depthwise), and on the reference path."""
+    regularizer = keras.regularizers.L1(0.01) if case == "l1-penalty" else None
+    if case == "custom-call":
+        layer = _WNDoubledDense(4, data_init=False)
+    elif case == "depthwise":
+        layer = keras.layers.DepthwiseConv2D(3)
+    else:
+        layer = keras.layers.Dense(4, kernel_regularizer=regularizer)
+    if case == "float16":
+        layer = keras.layers.Dense(4, dtype="mixed_float16")
+    shape = (2, 5, 5, 3) if case == "depthwise" else (2, 3)
+    plain = keras.Sequential([keras.Input(shape[1:]), layer])
+    x = _x(shape)
+    if case == "custom-call":
+        model = plain
+    else:
+        model = keras_wc.convert(plain, "wn")
+        keras_wc.initialize(model, x)
+    wn = model.layers[0]
+    if case == "reference":
+        with reference_path():
+            assert wn._output_scaling() is None
+        assert wn._output_scaling() is not None
+        return
+    assert wn._output_scaling() is None
+    want = keras.ops.convert_to_numpy(model(x))
+    if case == "custom-call":
+        w = keras.ops.convert_to_numpy(wn.kernel)
+        np.testing.assert_allclose(
+            want, 2.0 * (x @ w + np.asarray(wn.bias)), rtol=1e-5, atol=1e-6
+        )
+    with reference_path():
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(model(x)), want, rtol=2e-5, atol=1e-5
+        )
