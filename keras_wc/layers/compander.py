@@ -18,6 +18,11 @@ from keras_wc.layers.reparameterized import (
     is_plain_l2,
     lean,
 )
+from keras_wc.layers.scaled_output import (
+    SCALABLE_CALLS,
+    parent_call,
+    scaled_call,
+)
 from keras_wc.validation import learnable_mode, positive_number
 
 # Learnable a and b are projected back to [MIN_SCALE, ∞) after every
@@ -472,13 +477,65 @@ def _learnable_forward(compander, v, a, b):
 
         def grad(upstream):
             grad_v = upstream * compander.derivative(v, a, b)
-            grad_a = ops.sum(upstream * w) / a
-            grad_b = -ops.sum(grad_v * v) / b
+            grad_a = backend.inner_product(upstream, w) / a
+            grad_b = -backend.inner_product(grad_v, v) / b
             return grad_v, grad_a, grad_b
 
         return w, grad
 
     return psi(v, a, b)
+
+
+def _learnable_direction(compander, v, b):
+    """f(v/b), the kernel of a layer whose output `a` scales, with its
+    gradients in closed form (§III-B).
+
+    For the upstream gradient g̃ = ∂L/∂f(v/b) = a·∂L/∂Ψ(v): ∂L/∂v =
+    g̃·f'(v/b)/b = ∂L/∂Ψ(v)·Ψ'(v), and ∂L/∂b = −Σ (∂L/∂v)·v/b.
+    """
+
+    @backend.custom_gradient
+    def direction(v, b):
+        def grad(upstream):
+            grad_v = upstream * compander.derivative(v, 1.0, b)
+            return grad_v, -backend.inner_product(grad_v, v) / b
+
+        return _forward(compander, v, 1.0, b), grad
+
+    return direction(v, b)
+
+
+class LinearCompanderMixin(CompanderMixin):
+    """`CompanderMixin` for `Dense`, `EinsumDense` and the (transposed)
+    convolutions: with learnable `a, b` (of the `a·f(v/b)` companders), the
+    layer computes φ(a·op(x, f(v/b)) + bias), `a` scaling the output
+    instead of the kernel. Then ∂L/∂a = Σ ∂L/∂y·op(x, f(v/b)) comes from
+    the output instead of a pass over the kernel's gradient and Ψ(v), and
+    the step never writes a·f(v/b).
+    """
+
+    def call(self, inputs, training=None):
+        parts = self._output_scaling()
+        if parts is None:
+            return super().call(inputs)
+        direction = _learnable_direction(
+            self.compander,
+            ops.cast(self._raw_kernels["kernel"], "float32"),
+            self.b,
+        )
+        return scaled_call(self, inputs, direction, lambda _: self.a, parts)
+
+    def _output_scaling(self):
+        """(linear op, bias op) when the call scales the output by `a`,
+        else None (fixed a, b; not `a·f(v/b)`; a `call` of a subclass;
+        the reference path)."""
+        if not (
+            lean()
+            and self.is_learnable
+            and companders_lib.is_scale_family(self.compander)
+        ):
+            return None
+        return SCALABLE_CALLS.get(parent_call(type(self), LinearCompanderMixin))
 
 
 class _ConstrainEffective:

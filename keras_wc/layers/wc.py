@@ -7,7 +7,7 @@ reparameterized (WC paper, §III-A).
 
 import keras
 
-from keras_wc.layers.compander import CompanderMixin
+from keras_wc.layers.compander import CompanderMixin, LinearCompanderMixin
 from keras_wc.layers.layouts import RECURRENT_LAYERS, layout_of, plain_parent
 from keras_wc.layers.recurrent import RecurrentMixin
 from keras_wc.layers.reparameterized import DOC_EXAMPLES, RAW_NAMES, doc_call
@@ -86,35 +86,35 @@ def _document(cls):
     return keras.saving.register_keras_serializable(package="keras_wc")(cls)
 
 
-class WCDense(CompanderMixin, keras.layers.Dense):
+class WCDense(LinearCompanderMixin, keras.layers.Dense):
     pass
 
 
-class WCEinsumDense(CompanderMixin, keras.layers.EinsumDense):
+class WCEinsumDense(LinearCompanderMixin, keras.layers.EinsumDense):
     pass
 
 
-class WCConv1D(CompanderMixin, keras.layers.Conv1D):
+class WCConv1D(LinearCompanderMixin, keras.layers.Conv1D):
     pass
 
 
-class WCConv2D(CompanderMixin, keras.layers.Conv2D):
+class WCConv2D(LinearCompanderMixin, keras.layers.Conv2D):
     pass
 
 
-class WCConv3D(CompanderMixin, keras.layers.Conv3D):
+class WCConv3D(LinearCompanderMixin, keras.layers.Conv3D):
     pass
 
 
-class WCConv1DTranspose(CompanderMixin, keras.layers.Conv1DTranspose):
+class WCConv1DTranspose(LinearCompanderMixin, keras.layers.Conv1DTranspose):
     pass
 
 
-class WCConv2DTranspose(CompanderMixin, keras.layers.Conv2DTranspose):
+class WCConv2DTranspose(LinearCompanderMixin, keras.layers.Conv2DTranspose):
     pass
 
 
-class WCConv3DTranspose(CompanderMixin, keras.layers.Conv3DTranspose):
+class WCConv3DTranspose(LinearCompanderMixin, keras.layers.Conv3DTranspose):
     pass
 
 

@@ -29,6 +29,11 @@ from keras_wc.layers.reparameterized import (
     is_plain_l2,
     lean,
 )
+from keras_wc.layers.scaled_output import (
+    SCALABLE_CALLS,
+    parent_call,
+    scaled_call,
+)
 from keras_wc.validation import positive_number
 
 # ‖v‖ = sqrt(max(Σv², NORM_EPSILON)), as in `tf.nn.l2_normalize`: a zero
@@ -201,87 +206,6 @@ def _norm(v, norm_axes):
     v = ops.cast(v, "float32")
     squares = ops.sum(ops.square(v), axis=norm_axes, keepdims=True)
     return ops.sqrt(ops.maximum(squares, NORM_EPSILON))
-
-
-def _matmul(layer, inputs, kernel):
-    return ops.matmul(inputs, kernel)
-
-
-def _einsum(layer, inputs, kernel):
-    return ops.einsum(layer.equation, inputs, kernel)
-
-
-def _conv(layer, inputs, kernel):
-    return layer.convolution_op(inputs, kernel)
-
-
-def _conv1d(layer, inputs, kernel):
-    padding = layer.padding
-    if padding == "causal":
-        inputs = ops.pad(inputs, layer._compute_causal_padding())
-        padding = "valid"
-    return ops.conv(
-        inputs,
-        kernel,
-        strides=list(layer.strides),
-        padding=padding,
-        dilation_rate=layer.dilation_rate,
-        data_format=layer.data_format,
-    )
-
-
-def _conv_transpose(layer, inputs, kernel):
-    return ops.conv_transpose(
-        inputs,
-        kernel,
-        strides=list(layer.strides),
-        padding=layer.padding,
-        output_padding=layer.output_padding,
-        dilation_rate=layer.dilation_rate,
-        data_format=layer.data_format,
-    )
-
-
-def _add_bias(layer, outputs):
-    return outputs if layer.bias is None else ops.add(outputs, layer.bias)
-
-
-def _add_channel_bias(layer, outputs):
-    if not layer.use_bias:
-        return outputs
-    shape = [1] * len(outputs.shape)
-    shape[-1 if layer.data_format == "channels_last" else 1] = layer.filters
-    return ops.add(outputs, ops.reshape(layer.bias, shape))
-
-
-# The Keras `call`s that are a linear op of (inputs, kernel), then the bias,
-# then the activation: WN can scale their output by g/‖v‖ per unit instead
-# of the kernel (the linear op commutes with a per-output-unit scale).
-# Keyed by the function, so that a subclass overriding `call` keeps its own.
-_SCALABLE_CALLS = {
-    keras.layers.Dense.call: (_matmul, _add_bias),
-    keras.layers.EinsumDense.call: (_einsum, _add_bias),
-    keras.layers.Conv1D.call: (_conv1d, _add_channel_bias),
-    keras.layers.Conv2D.call: (_conv, _add_channel_bias),
-    keras.layers.Conv3D.call: (_conv, _add_channel_bias),
-    **{
-        cls.call: (_conv_transpose, _add_channel_bias)
-        for cls in (
-            keras.layers.Conv1DTranspose,
-            keras.layers.Conv2DTranspose,
-            keras.layers.Conv3DTranspose,
-        )
-    },
-}
-
-
-def _parent_call(cls, mixin):
-    """The `call` that `super(mixin, instance).call` resolves to."""
-    mro = cls.__mro__
-    for base in mro[mro.index(mixin) + 1 :]:
-        if "call" in base.__dict__:
-            return base.__dict__["call"]
-    return None
 
 
 class _GainConstraint:
@@ -666,7 +590,7 @@ class WeightNormMixin(WeightNormCore):
             )
         parts = self._output_scaling()
         if parts is not None:
-            return self._call_scaling_output(inputs, *parts)
+            return self._call_scaling_output(inputs, parts)
         return super().call(inputs)
 
     def _output_scaling(self):
@@ -686,9 +610,9 @@ class WeightNormMixin(WeightNormCore):
         regularizer = self._call_regularizers.get("kernel")
         if regularizer is not None and not is_plain_l2(regularizer):
             return None
-        return _SCALABLE_CALLS.get(_parent_call(type(self), WeightNormMixin))
+        return SCALABLE_CALLS.get(parent_call(type(self), WeightNormMixin))
 
-    def _call_scaling_output(self, inputs, linear, add_bias):
+    def _call_scaling_output(self, inputs, parts):
         """The layer's output as φ(t·g/‖v‖ + bias), t = the linear op of
         the inputs and `v` (Eq. 2 applied after the op, per output unit)."""
         v = self._raw_kernels["kernel"]
@@ -700,14 +624,14 @@ class WeightNormMixin(WeightNormCore):
         if regularizer is not None:
             # ‖w_j‖² = g_j²·ratio_j: the L2 penalty without the kernel.
             self.add_loss(regularizer.l2 * ops.sum(ops.square(gain) * ratio))
-        outputs = linear(self, inputs, ops.cast(v, self.compute_dtype))
-        scale = self._per_output_unit(gain * inv, len(outputs.shape))
-        outputs = add_bias(
-            self, ops.multiply(outputs, ops.cast(scale, self.compute_dtype))
+        scale = gain * inv
+        return scaled_call(
+            self,
+            inputs,
+            v,
+            lambda ndim: self._per_output_unit(scale, ndim),
+            parts,
         )
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
 
     def _per_output_unit(self, values, ndim):
         """`values` (kernel rank, size 1 on the norm axes) laid out to

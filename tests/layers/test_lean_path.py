@@ -162,24 +162,9 @@ def _model(case, x):
 def test_lean_forward_penalty_and_gradients_equal_reference(case):
     x = _x((8, 5))
     model = _model(case, x)
-
-    def loss():
-        return total_loss(model(x, training=True), model)
-
-    lean_loss = float(keras.ops.convert_to_numpy(loss()))
-    lean = gradients(loss, model.trainable_variables)
-    with reference_path():
-        reference_loss = float(keras.ops.convert_to_numpy(loss()))
-        reference = gradients(loss, model.trainable_variables)
-    np.testing.assert_allclose(lean_loss, reference_loss, rtol=1e-6)
-    for variable, got, want in zip(
-        model.trainable_variables, lean, reference, strict=True
-    ):
-        # atol: a bias gradient of a data-initialized WN layer is a sum of
-        # terms of order 1 that cancel to ~1e-7, rounded differently.
-        np.testing.assert_allclose(
-            got, want, rtol=2e-5, atol=1e-5, err_msg=variable.path
-        )
+    _assert_lean_equals_reference(
+        model, lambda: total_loss(model(x, training=True), model)
+    )
 
 
 def _jit_modes():
@@ -275,70 +260,80 @@ SCALED_OUTPUT_LAYERS = {
 }
 
 
-def _scaled_output_model(name, regularizer=None):
+def _scaled_output_model(name, method="wn", regularizer=None):
     build, shape = SCALED_OUTPUT_LAYERS[name]
     keras.utils.set_random_seed(5)
     plain = keras.Sequential(
         [keras.Input(shape[1:]), build({"kernel_regularizer": regularizer})]
     )
     x = _x(shape, seed=1)
-    model = keras_wc.convert(plain, "wn")
-    keras_wc.initialize(model, x)
-    # Move g off its data-init value, so that the test sees g·v/‖v‖ and not
-    # only the direction.
-    gain = model.layers[0].raw_gains["kernel"]
-    value = np.asarray(keras.ops.convert_to_numpy(gain))
-    gain.assign(value * (1.0 + 0.1 * np.arange(value.size)).reshape(value.shape))
+    kind, options = CASES[method]
+    model = keras_wc.convert(plain, kind, **options)
+    if kind == "wn":
+        keras_wc.initialize(model, x)
+        # Move g off its data-init value, so that the test sees g·v/‖v‖
+        # and not only the direction.
+        gain = model.layers[0].raw_gains["kernel"]
+        value = np.asarray(keras.ops.convert_to_numpy(gain))
+        scale = 1.0 + 0.1 * np.arange(value.size)
+        gain.assign(value * scale.reshape(value.shape))
     return model, x
 
 
-@pytest.mark.parametrize("name", sorted(SCALED_OUTPUT_LAYERS))
-def test_wn_output_scaling_equals_reference(name, skip_unless_cpu_runs):
-    """WN scaling the output instead of the kernel: forward, L2 penalty and
-    gradients equal the reference path's (which computes g·v/‖v‖)."""
-    model, x = _scaled_output_model(name, keras.regularizers.L2(0.05))
-    skip_unless_cpu_runs(model)
-    assert model.layers[0]._output_scaling() is not None
-
-    def loss():
-        out = model(x, training=True)
-        return total_loss(keras.ops.sin(out), model)
-
-    lean_out = keras.ops.convert_to_numpy(model(x))
+def _assert_lean_equals_reference(model, loss, atol=1e-5):
+    """The loss and the gradients of every trainable variable are the
+    same on the lean path and on the reference path."""
     lean_loss = float(keras.ops.convert_to_numpy(loss()))
     lean = gradients(loss, model.trainable_variables)
     with reference_path():
-        assert model.layers[0]._output_scaling() is None
-        reference_out = keras.ops.convert_to_numpy(model(x))
         reference_loss = float(keras.ops.convert_to_numpy(loss()))
         reference = gradients(loss, model.trainable_variables)
-    np.testing.assert_allclose(lean_out, reference_out, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(lean_loss, reference_loss, rtol=1e-6)
     for variable, got, want in zip(
         model.trainable_variables, lean, reference, strict=True
     ):
+        # atol: a bias gradient of a data-initialized WN layer is a sum of
+        # terms of order 1 that cancel to ~1e-7, rounded differently.
         np.testing.assert_allclose(
-            got, want, rtol=2e-5, atol=1e-5, err_msg=variable.path
+            got, want, rtol=2e-5, atol=atol, err_msg=variable.path
         )
+
+
+@pytest.mark.parametrize("method", ["wn", "wc-fine", "wc-coarse"])
+@pytest.mark.parametrize("name", sorted(SCALED_OUTPUT_LAYERS))
+def test_output_scaling_equals_reference(name, method, skip_unless_cpu_runs):
+    """WN scaling the output by g/‖v‖ instead of the kernel, learnable WC
+    scaling it by `a`: forward, penalty and gradients (a and b included)
+    equal the reference path's, which computes the kernel."""
+    model, x = _scaled_output_model(
+        name, method, keras.regularizers.L2(0.05)
+    )
+    skip_unless_cpu_runs(model)
+    assert model.layers[0]._output_scaling() is not None
+    lean_out = keras.ops.convert_to_numpy(model(x))
+    with reference_path():
+        assert model.layers[0]._output_scaling() is None
+        reference_out = keras.ops.convert_to_numpy(model(x))
+    np.testing.assert_allclose(lean_out, reference_out, rtol=1e-5, atol=1e-6)
+    _assert_lean_equals_reference(
+        model,
+        lambda: total_loss(keras.ops.sin(model(x, training=True)), model),
+    )
 
 
 def test_wn_output_scaling_zero_unit_has_the_reference_gradients():
     """An all-zero column of v (w = 0, ‖v‖² below ε) gets the reference
     path's gradients, penalty included."""
-    model, x = _scaled_output_model("dense-rank3", keras.regularizers.L2(0.5))
+    model, x = _scaled_output_model(
+        "dense-rank3", regularizer=keras.regularizers.L2(0.5)
+    )
     v = model.layers[0].v
     value = np.array(keras.ops.convert_to_numpy(v))
     value[:, 2] = 0.0
     v.assign(value)
-
-    def loss():
-        return total_loss(model(x, training=True), model)
-
-    lean = gradients(loss, model.trainable_variables)
-    with reference_path():
-        reference = gradients(loss, model.trainable_variables)
-    for got, want in zip(lean, reference, strict=True):
-        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    _assert_lean_equals_reference(
+        model, lambda: total_loss(model(x, training=True), model), atol=1e-6
+    )
 
 
 class _DoubledDense(keras.layers.Dense):
@@ -393,4 +388,31 @@ def test_wn_keeps_the_kernel_where_output_scaling_does_not_hold(case):
     with reference_path():
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(model(x)), want, rtol=2e-5, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize(
+    "layer,options",
+    [
+        (keras.layers.Dense(4), {"a": 1.0, "b": 0.6}),  # fixed a, b
+        (keras.layers.DepthwiseConv2D(3), {"learnable": "fine"}),
+        (keras.layers.SeparableConv2D(4, 3), {"learnable": "fine"}),
+    ],
+    ids=["fixed", "depthwise", "separable"],
+)
+def test_wc_scales_the_output_only_with_learnable_linear_layers(
+    layer, options
+):
+    """Fixed a, b keep the kernel Ψ(v) (its L2 penalty is fused with it);
+    depthwise and separable layers have no `a`-scaled output path."""
+    shape = (2, 3) if isinstance(layer, keras.layers.Dense) else (2, 5, 5, 3)
+    plain = keras.Sequential([keras.Input(shape[1:]), layer])
+    model = keras_wc.convert(plain, "wc", **options)
+    wc = model.layers[0]
+    assert getattr(wc, "_output_scaling", lambda: None)() is None
+    x = _x(shape)
+    want = keras.ops.convert_to_numpy(model(x))
+    with reference_path():
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(model(x)), want, rtol=1e-6, atol=1e-7
         )
