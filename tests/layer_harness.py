@@ -19,6 +19,7 @@ importing `keras.src`. `run_layer_test` checks, in order:
 Everything but 8 runs on every backend (`KERAS_BACKEND`).
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -127,10 +128,8 @@ def run_layer_test(
     if run_mixed_precision:
         _check_mixed_precision(layer_cls, init_kwargs, input_shape)
     _check_saving(model, layer, randomize, x)
-    if run_distributed and BACKEND == "tensorflow":
-        _check_mirrored(layer_cls, init_kwargs, input_shape, randomize)
-    elif run_distributed and BACKEND == "jax":
-        _check_data_parallel(layer_cls, init_kwargs, input_shape, randomize)
+    if run_distributed and BACKEND in _DISTRIBUTIONS:
+        _check_distributed(layer_cls, init_kwargs, input_shape, randomize)
 
 
 def _equal(got, expected, what):
@@ -246,41 +245,40 @@ def _same(model, raw, expected, x, what):
     np.testing.assert_array_equal(np.asarray(model(x)), expected, what)
 
 
-def _check_data_parallel(layer_cls, init_kwargs, input_shape, randomize):
-    """One `fit` step under JAX's DataParallel over 2 devices equals it on
-    one device."""
-    x = _random((4,) + tuple(input_shape[1:]), 4)
-    reference, layer = _model(layer_cls, init_kwargs, x.shape)
-    randomize(layer)
-    y = _random(tuple(reference(x).shape), 5)
-    weights = reference.get_weights()
-
-    def step(model):
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-        model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
-
-    step(reference)
+@contextlib.contextmanager
+def _jax_data_parallel():
     previous = keras.distribution.distribution()
     keras.distribution.set_distribution(data_parallel())
     try:
-        parallel, _ = _model(layer_cls, init_kwargs, x.shape)
-        parallel.set_weights(weights)
-        step(parallel)
+        yield
     finally:
         keras.distribution.set_distribution(previous)
-    for expected, variable in zip(
-        reference.weights, parallel.weights, strict=True
-    ):
-        np.testing.assert_allclose(
-            np.asarray(variable),
-            np.asarray(expected),
-            rtol=1e-4,
-            atol=1e-5,
-            err_msg=f"DataParallel step differs: {variable.path}",
-        )
 
 
-def _check_mirrored(layer_cls, init_kwargs, input_shape, randomize):
+def _mirrored_value(variable):
+    """The value of a MirroredStrategy variable, after checking that every
+    replica holds the same one."""
+    replicas = [np.asarray(t) for t in variable.value.values]
+    for value in replicas[1:]:
+        np.testing.assert_array_equal(value, replicas[0], variable.path)
+    return replicas[0]
+
+
+# Backend → (name, scope of the distributed model, value of its variable).
+_DISTRIBUTIONS = {
+    "jax": ("DataParallel", _jax_data_parallel, np.asarray),
+    "tensorflow": (
+        "MirroredStrategy",
+        lambda: mirrored_strategy().scope(),
+        _mirrored_value,
+    ),
+}
+
+
+def _check_distributed(layer_cls, init_kwargs, input_shape, randomize):
+    """One `fit` step with the batch split over 2 devices (JAX's
+    DataParallel, TensorFlow's MirroredStrategy) equals it on one device."""
+    name, scope, value_of = _DISTRIBUTIONS[BACKEND]
     x = _random((4,) + tuple(input_shape[1:]), 4)
     reference, layer = _model(layer_cls, init_kwargs, x.shape)
     randomize(layer)
@@ -290,23 +288,19 @@ def _check_mirrored(layer_cls, init_kwargs, input_shape, randomize):
     def step(model):
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
         model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
-        return model
 
     step(reference)
-    with mirrored_strategy().scope():
-        mirrored, _ = _model(layer_cls, init_kwargs, x.shape)
-        mirrored.set_weights(weights)
-        step(mirrored)
+    with scope():
+        distributed, _ = _model(layer_cls, init_kwargs, x.shape)
+        distributed.set_weights(weights)
+        step(distributed)
     for expected, variable in zip(
-        reference.weights, mirrored.weights, strict=True
+        reference.weights, distributed.weights, strict=True
     ):
-        replicas = [np.asarray(t) for t in variable.value.values]
-        for value in replicas[1:]:
-            np.testing.assert_array_equal(value, replicas[0], variable.path)
         np.testing.assert_allclose(
-            replicas[0],
+            value_of(variable),
             np.asarray(expected),
             rtol=1e-4,
             atol=1e-5,
-            err_msg=f"MirroredStrategy step differs: {variable.path}",
+            err_msg=f"{name} step differs: {variable.path}",
         )

@@ -20,6 +20,7 @@ from keras_wc.layers.reparameterized import (
 )
 from keras_wc.layers.scaled_output import (
     SCALABLE_CALLS,
+    output_is_smaller,
     parent_call,
     scaled_call,
 )
@@ -515,7 +516,7 @@ class LinearCompanderMixin(CompanderMixin):
     """
 
     def call(self, inputs, training=None):
-        parts = self._output_scaling()
+        parts = self._output_scaling(inputs)
         if parts is None:
             return super().call(inputs)
         direction = _learnable_direction(
@@ -525,17 +526,24 @@ class LinearCompanderMixin(CompanderMixin):
         )
         return scaled_call(self, inputs, direction, lambda _: self.a, parts)
 
-    def _output_scaling(self):
-        """(linear op, bias op) when the call scales the output by `a`,
-        else None (fixed a, b; not `a·f(v/b)`; a `call` of a subclass;
-        the reference path)."""
+    def _output_scaling(self, inputs):
+        """(linear op, bias op) when the call on `inputs` scales the output
+        by `a`, else None (fixed a, b; not `a·f(v/b)`; a `call` of a
+        subclass; an output larger than the kernel; the reference path)."""
         if not (
             lean()
             and self.is_learnable
             and companders_lib.is_scale_family(self.compander)
         ):
             return None
-        return SCALABLE_CALLS.get(parent_call(type(self), LinearCompanderMixin))
+        parts = SCALABLE_CALLS.get(
+            parent_call(type(self), LinearCompanderMixin)
+        )
+        if parts is None or not output_is_smaller(
+            self, inputs, self._raw_kernels["kernel"]
+        ):
+            return None
+        return parts
 
 
 class _ConstrainEffective:

@@ -10,9 +10,12 @@ the output (`Σ ∂L/∂y·t`, batch-sized) instead of a pass over the kernel's
 gradient.
 
 A layer takes this path only when the `call` its mixin would defer to is
-Keras's own for one of these layers (`SCALABLE_CALLS`): a subclass with a
-`call` of its own keeps it.
+Keras's own for one of these layers (`SCALABLE_CALLS`), so that a subclass
+with a `call` of its own keeps it, and when its output is smaller than its
+kernel (`output_is_smaller`).
 """
+
+import math
 
 import keras
 from keras import ops
@@ -97,6 +100,21 @@ def parent_call(cls, mixin):
         if "call" in base.__dict__:
             return base.__dict__["call"]
     return None
+
+
+def output_is_smaller(layer, inputs, kernel):
+    """Whether the layer's output has at most as many entries as `kernel`.
+
+    Scaling the output costs a few passes over the output (the product,
+    its gradient, the scale's gradient), scaling the kernel a few over
+    the kernel: the output wins for dense layers at the batch sizes they
+    are fine-tuned at, the kernel for convolutions over large images and
+    for layers applied to long sequences. Unknown dimensions (the batch
+    of a traced step) count as 1.
+    """
+    shape = layer.compute_output_shape(tuple(inputs.shape))
+    entries = math.prod(d for d in shape if d is not None)
+    return entries <= math.prod(kernel.shape)
 
 
 def scaled_call(layer, inputs, kernel, scale, parts):

@@ -31,6 +31,7 @@ from keras_wc.layers.reparameterized import (
 )
 from keras_wc.layers.scaled_output import (
     SCALABLE_CALLS,
+    output_is_smaller,
     parent_call,
     scaled_call,
 )
@@ -588,29 +589,35 @@ class WeightNormMixin(WeightNormCore):
                 "function-preserving init)."
                 + (backend.JAX_FIT_NOTE if backend.name() == "jax" else "")
             )
-        parts = self._output_scaling()
+        parts = self._output_scaling(inputs)
         if parts is not None:
             return self._call_scaling_output(inputs, parts)
         return super().call(inputs)
 
-    def _output_scaling(self):
-        """(linear op, bias op) when the call scales the layer's output by
-        g/‖v‖ instead of computing the kernel g·v/‖v‖, else None.
+    def _output_scaling(self, inputs):
+        """(linear op, bias op) when the call on `inputs` scales the
+        layer's output by g/‖v‖ instead of computing the kernel g·v/‖v‖,
+        else None.
 
         Taken on the lean path by `Dense`, `EinsumDense` and the
         (transposed) convolutions whose `call` is Keras's own, when the
-        kernel's penalty, if any, is L2: the step then never writes the
-        normalized kernel and its backward pass makes one pass over `v` for
-        the norm instead of two over the kernel's gradient. Not under a
-        float16 compute dtype, whose range `x·v` could leave where ‖v‖ is
-        large.
+        output is smaller than the kernel and the kernel's penalty, if any,
+        is L2: the step then never writes the normalized kernel and its
+        backward pass makes one pass over `v` for the norm instead of two
+        over the kernel's gradient. Not under a float16 compute dtype,
+        whose range `x·v` could leave where ‖v‖ is large.
         """
         if not lean() or self.compute_dtype == "float16":
             return None
         regularizer = self._call_regularizers.get("kernel")
         if regularizer is not None and not is_plain_l2(regularizer):
             return None
-        return SCALABLE_CALLS.get(parent_call(type(self), WeightNormMixin))
+        parts = SCALABLE_CALLS.get(parent_call(type(self), WeightNormMixin))
+        if parts is None or not output_is_smaller(
+            self, inputs, self._raw_kernels["kernel"]
+        ):
+            return None
+        return parts
 
     def _call_scaling_output(self, inputs, parts):
         """The layer's output as φ(t·g/‖v‖ + bias), t = the linear op of

@@ -218,22 +218,22 @@ def test_lean_training_steps_equal_reference(case, optimizer, jit):
 # (layer, input shape). The EinsumDense equations put the unit axes in
 # kernel order and in the opposite order in the output.
 SCALED_OUTPUT_LAYERS = {
-    "dense-rank3": (lambda r: keras.layers.Dense(6, "tanh", **r), (4, 3, 5)),
+    "dense-rank3": (lambda r: keras.layers.Dense(6, "tanh", **r), (2, 3, 16)),
     "einsum": (
         lambda r: keras.layers.EinsumDense(
             "abc,cde->abde", (None, 3, 4), bias_axes="de", **r
         ),
-        (4, 3, 5),
+        (2, 2, 16),
     ),
     "einsum-permuted": (
         lambda r: keras.layers.EinsumDense(
             "abc,ced->abde", (None, 3, 4), bias_axes="e", **r
         ),
-        (4, 3, 5),
+        (2, 2, 16),
     ),
     "conv1d-causal": (
         lambda r: keras.layers.Conv1D(4, 3, padding="causal", **r),
-        (2, 7, 3),
+        (2, 5, 8),
     ),
     "conv2d": (
         lambda r: keras.layers.Conv2D(4, 3, strides=2, activation="relu", **r),
@@ -243,19 +243,19 @@ SCALED_OUTPUT_LAYERS = {
         lambda r: keras.layers.Conv2D(
             4, 3, data_format="channels_first", **r
         ),
-        (2, 3, 7, 7),
+        (2, 8, 4, 4),
     ),
     "conv3d-no-bias": (
         lambda r: keras.layers.Conv3D(2, 2, use_bias=False, **r),
-        (2, 4, 4, 4, 2),
+        (2, 3, 3, 3, 4),
     ),
     "conv2d-transpose": (
         lambda r: keras.layers.Conv2DTranspose(4, 3, strides=2, **r),
-        (2, 5, 5, 3),
+        (2, 2, 2, 8),
     ),
     "conv1d-transpose": (
         lambda r: keras.layers.Conv1DTranspose(3, 2, **r),
-        (2, 6, 4),
+        (2, 3, 8),
     ),
 }
 
@@ -280,7 +280,7 @@ def _scaled_output_model(name, method="wn", regularizer=None):
     return model, x
 
 
-def _assert_lean_equals_reference(model, loss, atol=1e-5):
+def _assert_lean_equals_reference(model, loss):
     """The loss and the gradients of every trainable variable are the
     same on the lean path and on the reference path."""
     lean_loss = float(keras.ops.convert_to_numpy(loss()))
@@ -292,10 +292,13 @@ def _assert_lean_equals_reference(model, loss, atol=1e-5):
     for variable, got, want in zip(
         model.trainable_variables, lean, reference, strict=True
     ):
-        # atol: a bias gradient of a data-initialized WN layer is a sum of
-        # terms of order 1 that cancel to ~1e-7, rounded differently.
+        # atol: gradients are sums of terms that cancel (the bias of a
+        # data-initialized WN layer: to ~1e-7; WN's ∂L/∂v = (g/‖v‖)·∂L/∂w
+        # − (projection)·v), rounded differently on the two paths: float32
+        # round-off of the gradient's largest entries.
+        scale = max(1.0, float(np.max(np.abs(want))))
         np.testing.assert_allclose(
-            got, want, rtol=2e-5, atol=atol, err_msg=variable.path
+            got, want, rtol=2e-5, atol=1e-5 * scale, err_msg=variable.path
         )
 
 
@@ -309,10 +312,10 @@ def test_output_scaling_equals_reference(name, method, skip_unless_cpu_runs):
         name, method, keras.regularizers.L2(0.05)
     )
     skip_unless_cpu_runs(model)
-    assert model.layers[0]._output_scaling() is not None
+    assert model.layers[0]._output_scaling(x) is not None
     lean_out = keras.ops.convert_to_numpy(model(x))
     with reference_path():
-        assert model.layers[0]._output_scaling() is None
+        assert model.layers[0]._output_scaling(x) is None
         reference_out = keras.ops.convert_to_numpy(model(x))
     np.testing.assert_allclose(lean_out, reference_out, rtol=1e-5, atol=1e-6)
     _assert_lean_equals_reference(
@@ -332,7 +335,7 @@ def test_wn_output_scaling_zero_unit_has_the_reference_gradients():
     value[:, 2] = 0.0
     v.assign(value)
     _assert_lean_equals_reference(
-        model, lambda: total_loss(model(x, training=True), model), atol=1e-6
+        model, lambda: total_loss(model(x, training=True), model)
     )
 
 
@@ -348,23 +351,35 @@ class _WNDoubledDense(WeightNormMixin, _DoubledDense):
 
 @pytest.mark.parametrize(
     "case",
-    ["float16", "l1-penalty", "custom-call", "depthwise", "reference"],
+    [
+        "float16",
+        "l1-penalty",
+        "custom-call",
+        "depthwise",
+        "large-output",
+        "reference",
+    ],
 )
 def test_wn_keeps_the_kernel_where_output_scaling_does_not_hold(case):
     """The kernel g·v/‖v‖ is computed (not the output scaled) under a
     float16 compute dtype, for a penalty other than L2, for a `call` that
     is not Keras's own, for layers whose units are not the output's
-    channels (depthwise), and on the reference path."""
+    channels (depthwise), for an output larger than the kernel (a
+    convolution over a large image), and on the reference path."""
     regularizer = keras.regularizers.L1(0.01) if case == "l1-penalty" else None
     if case == "custom-call":
         layer = _WNDoubledDense(4, data_init=False)
     elif case == "depthwise":
         layer = keras.layers.DepthwiseConv2D(3)
+    elif case == "large-output":
+        layer = keras.layers.Conv2D(4, 3)
     else:
         layer = keras.layers.Dense(4, kernel_regularizer=regularizer)
     if case == "float16":
         layer = keras.layers.Dense(4, dtype="mixed_float16")
-    shape = (2, 5, 5, 3) if case == "depthwise" else (2, 3)
+    shape = {"depthwise": (2, 5, 5, 3), "large-output": (2, 16, 16, 3)}.get(
+        case, (2, 3)
+    )
     plain = keras.Sequential([keras.Input(shape[1:]), layer])
     x = _x(shape)
     if case == "custom-call":
@@ -375,10 +390,10 @@ def test_wn_keeps_the_kernel_where_output_scaling_does_not_hold(case):
     wn = model.layers[0]
     if case == "reference":
         with reference_path():
-            assert wn._output_scaling() is None
-        assert wn._output_scaling() is not None
+            assert wn._output_scaling(x) is None
+        assert wn._output_scaling(x) is not None
         return
-    assert wn._output_scaling() is None
+    assert wn._output_scaling(x) is None
     want = keras.ops.convert_to_numpy(model(x))
     if case == "custom-call":
         w = keras.ops.convert_to_numpy(wn.kernel)
@@ -409,8 +424,8 @@ def test_wc_scales_the_output_only_with_learnable_linear_layers(
     plain = keras.Sequential([keras.Input(shape[1:]), layer])
     model = keras_wc.convert(plain, "wc", **options)
     wc = model.layers[0]
-    assert getattr(wc, "_output_scaling", lambda: None)() is None
     x = _x(shape)
+    assert getattr(wc, "_output_scaling", lambda _: None)(x) is None
     want = keras.ops.convert_to_numpy(model(x))
     with reference_path():
         np.testing.assert_allclose(
