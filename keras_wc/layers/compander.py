@@ -18,12 +18,7 @@ from keras_wc.layers.reparameterized import (
     is_plain_l2,
     lean,
 )
-from keras_wc.layers.scaled_output import (
-    SCALABLE_CALLS,
-    output_is_smaller,
-    parent_call,
-    scaled_call,
-)
+from keras_wc.layers.scaled_output import scaled_call, scaling_parts
 from keras_wc.validation import learnable_mode, positive_number
 
 # Learnable a and b are projected back to [MIN_SCALE, ∞) after every
@@ -536,14 +531,7 @@ class LinearCompanderMixin(CompanderMixin):
             and companders_lib.is_scale_family(self.compander)
         ):
             return None
-        parts = SCALABLE_CALLS.get(
-            parent_call(type(self), LinearCompanderMixin)
-        )
-        if parts is None or not output_is_smaller(
-            self, inputs, self._raw_kernels["kernel"]
-        ):
-            return None
-        return parts
+        return scaling_parts(self, LinearCompanderMixin, inputs)
 
 
 class _ConstrainEffective:

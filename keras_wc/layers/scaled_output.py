@@ -117,6 +117,18 @@ def output_is_smaller(layer, inputs, kernel):
     return entries <= math.prod(kernel.shape)
 
 
+def scaling_parts(layer, mixin, inputs):
+    """(linear op, bias op) of `layer` if the `call` after `mixin` is one
+    of `SCALABLE_CALLS` and the output on `inputs` is smaller than the
+    kernel, else None."""
+    parts = SCALABLE_CALLS.get(parent_call(type(layer), mixin))
+    if parts is None or not output_is_smaller(
+        layer, inputs, layer.raw_kernels["kernel"]
+    ):
+        return None
+    return parts
+
+
 def scaled_call(layer, inputs, kernel, scale, parts):
     """φ(op(inputs, kernel)·scale + bias) for `parts = (op, add_bias)`
     from `SCALABLE_CALLS`. `scale(ndim)` gives the scale laid out to

@@ -29,12 +29,7 @@ from keras_wc.layers.reparameterized import (
     is_plain_l2,
     lean,
 )
-from keras_wc.layers.scaled_output import (
-    SCALABLE_CALLS,
-    output_is_smaller,
-    parent_call,
-    scaled_call,
-)
+from keras_wc.layers.scaled_output import scaled_call, scaling_parts
 from keras_wc.validation import positive_number
 
 # ‖v‖ = sqrt(max(Σv², NORM_EPSILON)), as in `tf.nn.l2_normalize`: a zero
@@ -612,12 +607,7 @@ class WeightNormMixin(WeightNormCore):
         regularizer = self._call_regularizers.get("kernel")
         if regularizer is not None and not is_plain_l2(regularizer):
             return None
-        parts = SCALABLE_CALLS.get(parent_call(type(self), WeightNormMixin))
-        if parts is None or not output_is_smaller(
-            self, inputs, self._raw_kernels["kernel"]
-        ):
-            return None
-        return parts
+        return scaling_parts(self, WeightNormMixin, inputs)
 
     def _call_scaling_output(self, inputs, parts):
         """The layer's output as φ(t·g/‖v‖ + bias), t = the linear op of
