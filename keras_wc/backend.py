@@ -155,6 +155,30 @@ def inner_product(x, y):
     return keras.ops.sum(keras.ops.multiply(x, y))
 
 
+def after(value, *reductions):
+    """`value`, made to depend on the scalars `reductions` where XLA
+    compiles the step (elsewhere `value` itself).
+
+    A reduction that reads a variable (∂L/∂b = −Σ(∂L/∂v)·v/b reads `v`)
+    and the optimizer's update of that variable are siblings in the step's
+    graph; XLA then copies the variable so that the update can write it in
+    place while the reduction may still read it (on CPU: a full copy of the
+    kernel per step). With the gradient that the update consumes computed
+    after the reduction, the update runs after it and no copy is made.
+    `value + 0·r` is a dependency XLA does not fold away (`0·r` is not 0
+    for a non-finite `r`: then `value` is NaN, as the step that reads `r`
+    is already non-finite).
+    """
+    if not reductions or not compiled_by_xla(value):
+        return value
+    total = reductions[0]
+    for reduction in reductions[1:]:
+        total = total + reduction
+    return keras.ops.add(
+        value, keras.ops.multiply(keras.ops.cast(total, value.dtype), 0.0)
+    )
+
+
 def norm(x, axes):
     """‖x‖ = √(Σx²) over `axes` (kept, of size 1), in one pass on
     TensorFlow outside XLA (its `EuclideanNorm`, which XLA has no kernel

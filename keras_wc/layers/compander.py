@@ -475,7 +475,7 @@ def _learnable_forward(compander, v, a, b):
             grad_v = upstream * compander.derivative(v, a, b)
             grad_a = backend.inner_product(upstream, w) / a
             grad_b = -backend.inner_product(grad_v, v) / b
-            return grad_v, grad_a, grad_b
+            return backend.after(grad_v, grad_a, grad_b), grad_a, grad_b
 
         return w, grad
 
@@ -494,7 +494,8 @@ def _learnable_direction(compander, v, b):
     def direction(v, b):
         def grad(upstream):
             grad_v = upstream * compander.derivative(v, 1.0, b)
-            return grad_v, -backend.inner_product(grad_v, v) / b
+            grad_b = -backend.inner_product(grad_v, v) / b
+            return backend.after(grad_v, grad_b), grad_b
 
         return _forward(compander, v, 1.0, b), grad
 
