@@ -10,7 +10,7 @@ ARGS ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt setup.cfg pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt setup.cfg setup.py pyproject.toml keras_wc/native/kernels.c
 	@if [ -z "$$(ls /usr/share/datasets/fashion-mnist/*.gz 2>/dev/null)" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null \

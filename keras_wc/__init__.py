@@ -5,7 +5,7 @@ data-dependent init, and mean-only batch norm, as drop-in subclasses of the
 Keras kernel layers.
 """
 
-from keras_wc import callbacks, companders, optimizers
+from keras_wc import callbacks, companders, native, optimizers
 from keras_wc.conversion import ConversionReport, convert
 from keras_wc.exporting import export
 from keras_wc.folding import fold
@@ -105,5 +105,6 @@ __all__ = [
     "fold",
     "initialize",
     "l2_from_pytorch",
+    "native",
     "optimizers",
 ]

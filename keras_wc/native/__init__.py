@@ -1,0 +1,233 @@
+"""Fused C kernels for the lean training step on the PyTorch backend.
+
+PyTorch without `torch.compile` runs one kernel per op, each a pass over a
+kernel's weights, and its CPU `atan` is a slow scalar loop. For the
+`arctan` compander these kernels do each step of WC's training in one pass
+(`kernels.c`): Ψ(v) with Eq. 5's penalty Σ Ψ(v)², the backward pass
+(∂L/∂Ψ(v) + 2λ·g_p·Ψ(v))·Ψ'(v), the learnable a, b's sums, and the
+modified Adam's step on ∂L/∂Ψ(v) scaled by Ψ'(v).
+
+The library is built by the package's install step (`setup.py`, as an
+optional extension: without a C compiler the install still succeeds) and
+loaded with ctypes. Where it is missing, or for any other compander,
+dtype, device or backend, the layers take their `keras.ops` path, the one
+the tests compare these kernels with (`reference_path()`). They are also
+off inside `disabled()` and with the environment variable
+`KERAS_WC_NATIVE=0`.
+
+Example:
+
+>>> keras_wc.native.available()  # the library is built and loads
+True
+"""
+
+import contextlib
+import contextvars
+import ctypes
+import glob
+import importlib.machinery
+import os
+
+import keras
+
+_ABI_VERSION = 1
+_DISABLED = contextvars.ContextVar("keras_wc_native_disabled", default=False)
+
+_P = ctypes.c_void_p
+_N = ctypes.c_int64
+_F = ctypes.c_float
+_I = ctypes.c_int
+_SIGNATURES = {
+    "kwc_arctan_forward": ([_P, _P, _N, _F, _F, _I, _I], ctypes.c_double),
+    "kwc_arctan_backward": ([_P, _P, _P, _N, _F, _F, _F, _I], None),
+    "kwc_arctan_learnable_backward": (
+        [_P, _P, _P, _N, _F, _F, _I, ctypes.POINTER(ctypes.c_double), _I],
+        None,
+    ),
+    "kwc_arctan_effective_gradient": ([_P, _P, _P, _N, _F, _F, _I], None),
+    "kwc_arctan_adam": (
+        [_P, _P, _P, _P, _N, _F, _F, _F, _F, _F, _F, _F, _I],
+        None,
+    ),
+}
+
+
+def _library_path():
+    folder = os.path.dirname(__file__)
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        found = glob.glob(os.path.join(folder, "_kernels" + suffix))
+        if found:
+            return found[0]
+    return None
+
+
+def _load():
+    path = _library_path()
+    if path is None:
+        return None
+    try:
+        library = ctypes.CDLL(path)
+        if library.kwc_abi_version() != _ABI_VERSION:
+            return None
+        for name, (argtypes, restype) in _SIGNATURES.items():
+            function = getattr(library, name)
+            function.argtypes = argtypes
+            function.restype = restype
+    except (OSError, AttributeError):
+        return None
+    return library
+
+
+_LIBRARY = _load()
+
+
+def available():
+    """Whether the kernels' library was built and loads (whatever the
+    backend; they run on PyTorch only)."""
+    return _LIBRARY is not None
+
+
+@contextlib.contextmanager
+def disabled():
+    """Context in which the layers and optimizers take their `keras.ops`
+    path instead of these kernels (steps traced before keep theirs)."""
+    token = _DISABLED.set(True)
+    try:
+        yield
+    finally:
+        _DISABLED.reset(token)
+
+
+def usable(*tensors):
+    """Whether the kernels run on `tensors` here: the library loads, the
+    backend is PyTorch, each tensor is a float32 CPU tensor holding values
+    (not a shape-only tensor of Keras's tracing, nor traced by
+    `torch.compile`, which fuses by itself), outside `disabled()` and
+    `KERAS_WC_NATIVE=0`."""
+    if (
+        _LIBRARY is None
+        or _DISABLED.get()
+        or os.environ.get("KERAS_WC_NATIVE", "1") == "0"
+        or keras.backend.backend() != "torch"
+    ):
+        return False
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if torch.compiler.is_compiling():
+        return False
+    return all(
+        isinstance(t, torch.Tensor)
+        and not isinstance(t, FakeTensor)
+        and t.device.type == "cpu"
+        and t.dtype == torch.float32
+        for t in tensors
+    )
+
+
+def _threads():
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _contiguous(tensor):
+    import torch
+
+    return tensor.detach().to(torch.float32).contiguous()
+
+
+def arctan_forward(v, a, b, penalty):
+    """(Ψ(v) = a·arctan(v/b), Σ Ψ(v)² as a 0-d tensor or None)."""
+    import torch
+
+    v = _contiguous(v)
+    w = torch.empty_like(v)
+    total = _LIBRARY.kwc_arctan_forward(
+        v.data_ptr(), w.data_ptr(), v.numel(), a, b, int(penalty), _threads()
+    )
+    return w, (torch.tensor(total, dtype=torch.float32) if penalty else None)
+
+
+def arctan_backward(upstream, v, a, b, c=0.0):
+    """(upstream + c·Ψ(v))·Ψ'(v) (Eq. 3; c = 2λ·g_p for Eq. 5's penalty)."""
+    import torch
+
+    upstream, v = _contiguous(upstream), _contiguous(v)
+    out = torch.empty_like(v)
+    _LIBRARY.kwc_arctan_backward(
+        upstream.data_ptr(),
+        v.data_ptr(),
+        out.data_ptr(),
+        v.numel(),
+        a,
+        b,
+        c,
+        _threads(),
+    )
+    return out
+
+
+def arctan_learnable_backward(upstream, v, a, b, want_a):
+    """(upstream·Ψ'(v), Σ upstream·arctan(v/b) if `want_a` else 0,
+    Σ upstream·Ψ'(v)·v), the sums as Python floats."""
+    import torch
+
+    upstream, v = _contiguous(upstream), _contiguous(v)
+    out = torch.empty_like(v)
+    sums = (ctypes.c_double * 2)()
+    _LIBRARY.kwc_arctan_learnable_backward(
+        upstream.data_ptr(),
+        v.data_ptr(),
+        out.data_ptr(),
+        v.numel(),
+        a,
+        b,
+        int(want_a),
+        sums,
+        _threads(),
+    )
+    return out, sums[0], sums[1]
+
+
+def arctan_effective_gradient(gradient, v, a, b):
+    """∂L/∂Ψ(v) = ∂L/∂v / Ψ'(v)."""
+    import torch
+
+    gradient, v = _contiguous(gradient), _contiguous(v)
+    out = torch.empty_like(v)
+    _LIBRARY.kwc_arctan_effective_gradient(
+        gradient.data_ptr(),
+        v.data_ptr(),
+        out.data_ptr(),
+        v.numel(),
+        a,
+        b,
+        _threads(),
+    )
+    return out
+
+
+def arctan_adam(gradient, v, m, s, a, b, beta_1, beta_2, alpha, epsilon, decay):
+    """Keras's Adam step on `gradient` = ∂L/∂Ψ(v), multiplied by Ψ'(v),
+    in place on the contiguous float32 tensors `v`, `m`, `s` (see
+    `kwc_arctan_adam` in kernels.c)."""
+    gradient = _contiguous(gradient)
+    for tensor in (v, m, s):
+        if not tensor.is_contiguous():
+            raise ValueError("arctan_adam updates contiguous tensors only.")
+    _LIBRARY.kwc_arctan_adam(
+        gradient.data_ptr(),
+        v.data_ptr(),
+        m.data_ptr(),
+        s.data_ptr(),
+        v.numel(),
+        a,
+        b,
+        beta_1,
+        beta_2,
+        alpha,
+        epsilon,
+        decay,
+        _threads(),
+    )
