@@ -15,9 +15,11 @@ runs unchanged on TensorFlow, JAX and PyTorch. What cannot be, lives here:
 * `cross_replica_sum`: sums over the replicas of a `tf.distribute`
   strategy (on JAX, `keras.distribution.DataParallel` computes global sums
   by itself; PyTorch runs on one device here);
-* `compiled_by_xla`, `sum_of_squares`, `inner_product`, `norm`: what the
-  lean training step needs to pick its formulas (whether XLA compiles the
-  step being traced), and reductions in one pass over a kernel.
+* `compiled_by_xla`, `sum_of_squares`, `inner_product`, `norm`, `after`,
+  `fused_by_xla`: what the lean training step needs to pick its formulas
+  (whether XLA compiles the step being traced), reductions in one pass
+  over a kernel, the order XLA runs them in, and XLA fusion nested in
+  TensorFlow's graph mode.
 
 TensorFlow is imported only when it is the backend (or when exporting).
 """
@@ -153,6 +155,34 @@ def inner_product(x, y):
 
         return torch.dot(x.reshape(-1), y.reshape(-1))
     return keras.ops.sum(keras.ops.multiply(x, y))
+
+
+def fused_by_xla(owner, key, function, *tensors):
+    """`function(*tensors)`, compiled by XLA on TensorFlow in graph mode.
+
+    TensorFlow's graph mode (a `tf.function` without `jit_compile`, the
+    Keras default on CPU) runs one kernel per op, each a pass over its
+    operands; an XLA-compiled function nested in the graph fuses its
+    elementwise ops into one loop (`function` may assign variables: XLA
+    updates them in place). One compiled function per `(owner, key)`,
+    kept on `owner`, traced once. Elsewhere (eagerly, inside an
+    XLA-compiled step, on JAX and PyTorch, and under a `tf.distribute`
+    strategy, whose per-device variables a nested XLA function does not
+    take) `function` is called as it is.
+    """
+    if name() != "tensorflow" or compiled_by_xla(tensors[0]):
+        return function(*tensors)
+    import tensorflow as tf
+
+    if tf.executing_eagerly() or tf.distribute.has_strategy():
+        return function(*tensors)
+    cache = owner.__dict__.get("_keras_wc_xla_functions")
+    if cache is None:
+        cache = {}
+        object.__setattr__(owner, "_keras_wc_xla_functions", cache)
+    if key not in cache:
+        cache[key] = tf.function(function, jit_compile=True, autograph=False)
+    return cache[key](*(tf.convert_to_tensor(t) for t in tensors))
 
 
 def after(value, *reductions):

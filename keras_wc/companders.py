@@ -55,6 +55,10 @@ class Compander:
 
     name = None
     bound = math.inf
+    # Whether Ψ'(v) > 0 wherever v² is finite in float32 (arctan, arsinh;
+    # not erf, whose Ψ' underflows in its tails, nor powerprop at 0): the
+    # modified optimizers then take ∂L/∂Ψ(v) = ∂L/∂v / Ψ'(v) unguarded.
+    positive_derivative = False
 
     def f(self, u):
         raise NotImplementedError(
@@ -91,12 +95,6 @@ class Compander:
         slope = self.f_derivative(v if _is_one(b) else v / b)
         scale = a / b
         return slope if _is_one(scale) else scale * slope
-
-    def derivative_reciprocal(self, v, a, b):
-        """1/Ψ'(v) where Ψ'(v) > 0 for every finite v (a closed form with
-        no division by Ψ'), else `None`: the modified optimizers recover
-        ∂L/∂Ψ(v) = ∂L/∂v·(1/Ψ'(v)) with it."""
-        return None
 
     def max_magnitude(self, a):
         """The open bound on |Ψ(v)| for scale `a` (`inf` if unbounded)."""
@@ -138,6 +136,7 @@ class Arctan(Compander):
 
     name = "arctan"
     bound = math.pi / 2
+    positive_derivative = True
 
     def f(self, u):
         return ops.arctan(u)
@@ -154,12 +153,6 @@ class Arctan(Compander):
     def derivative(self, v, a, b):
         # a·b/(b² + v²) (Eq. 3) in three elementwise passes.
         return (a * b) / (b * b + ops.square(v))
-
-    def derivative_reciprocal(self, v, a, b):
-        # (b² + v²)/(a·b) > 0.
-        scale = 1.0 / (a * b)
-        total = b * b + ops.square(v)
-        return total if _is_one(scale) else total * scale
 
 
 # Odd minimax polynomial of arctan on [−tan(π/8), tan(π/8)]: the
@@ -203,6 +196,7 @@ class Arsinh(Compander):
     """`Ψ(v) = a·arsinh(v/b)`, unbounded (WC paper, §IV-F)."""
 
     name = "arsinh"
+    positive_derivative = True
 
     def f(self, u):
         return ops.arcsinh(u)
@@ -216,11 +210,6 @@ class Arsinh(Compander):
     def derivative(self, v, a, b):
         slope = ops.rsqrt(b * b + ops.square(v))
         return slope if _is_one(a) else a * slope
-
-    def derivative_reciprocal(self, v, a, b):
-        # sqrt(b² + v²)/a > 0.
-        root = ops.sqrt(b * b + ops.square(v))
-        return root if _is_one(a) else root / a
 
 
 @keras.saving.register_keras_serializable(package="keras_wc")

@@ -39,11 +39,14 @@ and their increments reach `v` through `Ψ'(v)`:
   the modified optimizer sees the true `∂L/∂v`.
 
 `g_w` is recovered from the gradient Keras computes, `g_v = g_w ⊙ Ψ'(v)`,
-as `g_v·(1/Ψ'(v))` with the compander's closed form of `1/Ψ'(v)` where
-`Ψ'(v) > 0` everywhere (`Compander.derivative_reciprocal`: arctan,
-arsinh), else as `g_v / Ψ'(v)`. Where `Ψ'(v)` is exactly 0 (powerprop at
-`v = 0`, or erf far in its tails, where it underflows) `g_w` is taken as 0:
-the step there is `Ψ'(v)·step = 0` either way, so the result is the same.
+as `g_v / Ψ'(v)`, with Ψ'(v) written as the layer's backward pass writes it
+(so that XLA evaluates it once for both, and once for the step's scale).
+Where `Ψ'(v)` can be exactly 0 (powerprop at `v = 0`, or erf far in its
+tails, where it underflows; not arctan or arsinh, whose
+`Compander.positive_derivative` is set) `g_w` is taken as 0 there: the
+step is `Ψ'(v)·step = 0` either way, so the result is the same. On
+PyTorch, an `arctan` kernel's `g_w` and, for `ModifiedAdam` and
+`ModifiedAdamW`, the whole step are fused kernels (`keras_wc.native`).
 
 `no_decay_variables(model)` lists what a decoupled weight decay should
 leave alone for the papers' semantics with any optimizer, plain or
@@ -58,7 +61,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_wc import companders, tree
+from keras_wc import backend, companders, native, tree
 
 # Checks of the numeric arguments Keras leaves unchecked (it accepts a NaN
 # learning rate, beta_1=2 or epsilon=-1): name → (lowest, highest, whether
@@ -175,13 +178,22 @@ def _psi_derivative(layer, v):
     )
 
 
-def _psi_derivative_reciprocal(layer, v):
-    """1/Ψ'(v) in closed form where the compander has one (Ψ' > 0
-    everywhere), else `None`."""
-    closed_form = getattr(layer.compander, "derivative_reciprocal", None)
-    if closed_form is None:
-        return None
-    return closed_form(ops.cast(v, "float32"), layer.a, layer.b)
+def _native_arctan(layer, *tensors):
+    """Whether the fused kernels (`keras_wc.native`) compute the modified
+    step of this `arctan` kernel here."""
+    return type(layer.compander) is companders.Arctan and native.usable(
+        *(t.value if isinstance(t, keras.Variable) else t for t in tensors)
+    )
+
+
+def _scales(layer):
+    """The layer's current (a, b) as Python floats."""
+    return tuple(float(ops.convert_to_numpy(s)) for s in (layer.a, layer.b))
+
+
+def _parent_update_step(optimizer_class):
+    """The `update_step` the modified class defers to."""
+    return super(ModifiedOptimizerMixin, optimizer_class).update_step
 
 
 def _reparameterized_layers(variables):
@@ -331,10 +343,16 @@ class ModifiedOptimizerMixin:
         if layer is None or gradient is None:
             return gradient
         gradient = ops.convert_to_tensor(gradient)
-        reciprocal = _psi_derivative_reciprocal(layer, variable)
-        if reciprocal is not None:
-            return gradient * ops.cast(reciprocal, gradient.dtype)
+        if _native_arctan(layer, gradient, variable):
+            a, b = _scales(layer)
+            return native.arctan_effective_gradient(
+                gradient, variable.value, a, b
+            )
+        # Ψ'(v) by the expression the layer's backward pass evaluates, so
+        # that XLA computes it once for both.
         scale = ops.cast(_psi_derivative(layer, variable), gradient.dtype)
+        if getattr(layer.compander, "positive_derivative", False):
+            return ops.divide(gradient, scale)
         safe = ops.where(scale > 0, scale, ops.ones_like(scale))
         return ops.where(
             scale > 0, gradient / safe, ops.zeros_like(gradient)
@@ -387,15 +405,78 @@ class ModifiedOptimizerMixin:
         layer = self._layer_of(variable)
         if layer is None:
             return super().update_step(gradient, variable, learning_rate)
-        scale = ops.cast(_psi_derivative(layer, variable), variable.dtype)
-        decay = self._kernel_decay(variable, layer, learning_rate, scale)
-        object.__setattr__(self, "_step_scale", (variable, scale))
-        try:
-            super().update_step(gradient, variable, learning_rate)
-        finally:
-            object.__setattr__(self, "_step_scale", None)
-        if decay is not None:
-            self.assign_sub(variable, decay)
+        if self._native_adam(gradient, variable, learning_rate, layer):
+            return None
+
+        def modified_step(gradient, learning_rate):
+            scale = ops.cast(_psi_derivative(layer, variable), variable.dtype)
+            decay = self._kernel_decay(variable, layer, learning_rate, scale)
+            object.__setattr__(self, "_step_scale", (variable, scale))
+            try:
+                super(ModifiedOptimizerMixin, self).update_step(
+                    gradient, variable, learning_rate
+                )
+            finally:
+                object.__setattr__(self, "_step_scale", None)
+            if decay is not None:
+                self.assign_sub(variable, decay)
+
+        # On TensorFlow's graph mode, the step's ops fused into one loop.
+        backend.fused_by_xla(
+            self,
+            self._var_key(variable),
+            modified_step,
+            gradient,
+            learning_rate,
+        )
+        return None
+
+    def _native_adam(self, gradient, variable, learning_rate, layer):
+        """Keras's Adam (or AdamW's) step on g_w, scaled by Ψ'(v), as one
+        fused kernel (`keras_wc.native`: PyTorch, `arctan`) where the
+        optimizer's step is exactly Keras's Adam without amsgrad and the
+        decay (if any) is that of Ψ(v); returns whether it ran."""
+        decays = self.weight_decay is not None and super()._use_weight_decay(
+            variable
+        )
+        if not (
+            isinstance(self, keras.optimizers.Adam)
+            and _parent_update_step(type(self))
+            is keras.optimizers.Adam.update_step
+            and not self.amsgrad
+            and not (decays and _is_learnable(layer))
+            and _native_arctan(layer, gradient, variable)
+        ):
+            return False
+        index = self._get_variable_index(variable)
+        tensors = [
+            variable.value,
+            self._momentums[index].value,
+            self._velocities[index].value,
+        ]
+        if not all(native.usable(t) and t.is_contiguous() for t in tensors):
+            return False
+        rate = float(ops.convert_to_numpy(learning_rate))
+        step = float(ops.convert_to_numpy(self.iterations)) + 1.0
+        alpha = (
+            rate
+            * math.sqrt(1.0 - self.beta_2**step)
+            / (1.0 - self.beta_1**step)
+        )
+        decay = rate * float(self.weight_decay) if decays else 0.0
+        a, b = _scales(layer)
+        native.arctan_adam(
+            gradient,
+            *tensors,
+            a,
+            b,
+            float(self.beta_1),
+            float(self.beta_2),
+            alpha,
+            float(self.epsilon),
+            decay,
+        )
+        return True
 
     def _scaled(self, variable, value):
         if self._step_scale is not None and variable is self._step_scale[0]:
