@@ -45,8 +45,10 @@ Where `Ψ'(v)` can be exactly 0 (powerprop at `v = 0`, or erf far in its
 tails, where it underflows; not arctan or arsinh, whose
 `Compander.positive_derivative` is set) `g_w` is taken as 0 there: the
 step is `Ψ'(v)·step = 0` either way, so the result is the same. On
-PyTorch, an `arctan` kernel's `g_w` and, for `ModifiedAdam` and
-`ModifiedAdamW`, the whole step are fused kernels (`keras_wc.native`).
+PyTorch, the `g_w` of an `arctan` or integer-α powerprop kernel and, for
+`ModifiedAdam` and `ModifiedAdamW`, its whole step are fused kernels
+(`keras_wc.native`); on TensorFlow's graph mode each kernel's step is an
+XLA-compiled function nested in the graph, which fuses its ops.
 
 `no_decay_variables(model)` lists what a decoupled weight decay should
 leave alone for the papers' semantics with any optimizer, plain or
@@ -178,12 +180,11 @@ def _psi_derivative(layer, v):
     )
 
 
-def _native_arctan(layer, *tensors):
-    """Whether the fused kernels (`keras_wc.native`) compute the modified
-    step of this `arctan` kernel here."""
-    return type(layer.compander) is companders.Arctan and native.usable(
-        *(t.value if isinstance(t, keras.Variable) else t for t in tensors)
-    )
+def _native_kind(layer, *tensors):
+    """The fused kernels' kind of the layer's compander if they compute the
+    modified step of its kernel here (`keras_wc.native.kind`), else None."""
+    values = [t.value if isinstance(t, keras.Variable) else t for t in tensors]
+    return native.kind(layer.compander) if native.usable(*values) else None
 
 
 def _scales(layer):
@@ -343,10 +344,10 @@ class ModifiedOptimizerMixin:
         if layer is None or gradient is None:
             return gradient
         gradient = ops.convert_to_tensor(gradient)
-        if _native_arctan(layer, gradient, variable):
-            a, b = _scales(layer)
-            return native.arctan_effective_gradient(
-                gradient, variable.value, a, b
+        kind = _native_kind(layer, gradient, variable)
+        if kind is not None:
+            return native.effective_gradient(
+                kind, *_scales(layer), gradient, variable.value
             )
         # Ψ'(v) by the expression the layer's backward pass evaluates, so
         # that XLA computes it once for both.
@@ -433,7 +434,8 @@ class ModifiedOptimizerMixin:
 
     def _native_adam(self, gradient, variable, learning_rate, layer):
         """Keras's Adam (or AdamW's) step on g_w, scaled by Ψ'(v), as one
-        fused kernel (`keras_wc.native`: PyTorch, `arctan`) where the
+        fused kernel (`keras_wc.native`: PyTorch, `arctan` and integer-α
+        powerprop) where the
         optimizer's step is exactly Keras's Adam without amsgrad and the
         decay (if any) is that of Ψ(v); returns whether it ran."""
         decays = self.weight_decay is not None and super()._use_weight_decay(
@@ -445,8 +447,10 @@ class ModifiedOptimizerMixin:
             is keras.optimizers.Adam.update_step
             and not self.amsgrad
             and not (decays and _is_learnable(layer))
-            and _native_arctan(layer, gradient, variable)
         ):
+            return False
+        kind = _native_kind(layer, gradient, variable)
+        if kind is None:
             return False
         index = self._get_variable_index(variable)
         tensors = [
@@ -458,21 +462,20 @@ class ModifiedOptimizerMixin:
             return False
         rate = float(ops.convert_to_numpy(learning_rate))
         step = float(ops.convert_to_numpy(self.iterations)) + 1.0
-        alpha = (
+        step_size = (
             rate
             * math.sqrt(1.0 - self.beta_2**step)
             / (1.0 - self.beta_1**step)
         )
         decay = rate * float(self.weight_decay) if decays else 0.0
-        a, b = _scales(layer)
-        native.arctan_adam(
+        native.adam(
+            kind,
+            *_scales(layer),
             gradient,
             *tensors,
-            a,
-            b,
             float(self.beta_1),
             float(self.beta_2),
-            alpha,
+            step_size,
             float(self.epsilon),
             decay,
         )

@@ -70,7 +70,11 @@ def test_quick_run_writes_this_backends_rows(tmp_path):
         assert set(row) == set(speed.VARIANTS)
         assert row["plain"]["ratio"] == 1.0
         assert all(r["seconds"] > 0 for r in row.values())
-    assert set(result["optimizer"]) == {"adam", "modified-adam"}
+    assert list(result["optimizer"]) == [
+        f"jit {'on' if jit else 'off'}" for jit in speed.jit_modes()
+    ]
+    for row in result["optimizer"].values():
+        assert set(row) == {"adam", "modified-adam"}
 
 
 def test_committed_study_table_matches_its_json():

@@ -38,85 +38,150 @@ def test_the_install_step_built_the_kernels():
 # (at least 2**17 entries).
 SIZES = [1, 7, 4096 + 3, 3 * 2**16 + 5]
 
+# name -> (compander, f, f') in float64 numpy.
+COMPANDERS = {
+    "arctan": (
+        keras_wc.companders.Arctan(),
+        np.arctan,
+        lambda u: 1.0 / (1.0 + u * u),
+    ),
+    "powerprop-2": (
+        keras_wc.companders.Powerprop(2.0),
+        lambda u: np.sign(u) * u * u,
+        lambda u: 2.0 * np.abs(u),
+    ),
+    "powerprop-3": (
+        keras_wc.companders.Powerprop(3.0),
+        lambda u: u**3,
+        lambda u: 3.0 * u * u,
+    ),
+}
+
+
+def _kind(name):
+    kind = native.kind(COMPANDERS[name][0])
+    assert kind is not None
+    return kind
+
+
+def _psi(name, v, a, b):
+    return a * COMPANDERS[name][1](v / b)
+
+
+def _slope(name, v, a, b):
+    return a / b * COMPANDERS[name][2](v / b)
+
+
+def test_kinds_are_arctan_and_integer_powerprop():
+    companders = keras_wc.companders
+    assert native.kind(companders.Arctan()) is not None
+    assert native.kind(companders.Powerprop(7.0)) is not None
+    for other in (
+        companders.Arsinh(),
+        companders.Erf(),
+        companders.Powerprop(1.5),
+        companders.Powerprop(8.0),
+    ):
+        assert native.kind(other) is None, other
+
 
 @torch_only
 @pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name", sorted(COMPANDERS))
 @pytest.mark.parametrize("a,b", [(1.0, 1.0), (1.3, 0.6)])
-def test_arctan_forward_matches_numpy(size, a, b):
-    v = _x(size, scale=3.0)
-    v[:3] = [0.0, 1e30, -math.inf][: min(3, size)]
-    w, total = native.arctan_forward(_tensor(v), a, b, penalty=True)
-    exact = a * np.arctan(v.astype("float64") / b)
-    np.testing.assert_allclose(w.numpy(), exact, rtol=3e-7, atol=2e-7 * a)
-    np.testing.assert_allclose(float(total), np.sum(exact**2), rtol=1e-6)
-    w, none = native.arctan_forward(_tensor(v), a, b, penalty=False)
+def test_forward_matches_numpy(name, size, a, b):
+    v = _x(size, scale=3.0 if name == "arctan" else 1.0)
+    if name == "arctan":
+        v[:3] = [0.0, 1e30, -math.inf][: min(3, size)]
+    w, total = native.forward(_kind(name), a, b, _tensor(v), penalty=True)
+    exact = _psi(name, v.astype("float64"), a, b)
+    # float32 round-off: arctan's own (its values are < π/2); u^α carries
+    # α times that of u = v/b.
+    rtol = 4e-7 if name == "arctan" else 1.2e-7 * (2 + _kind(name)[1])
+    atol = 2e-7 * float(np.max(np.abs(exact)))
+    np.testing.assert_allclose(w.numpy(), exact, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(float(total), np.sum(exact**2), rtol=10 * rtol)
+    w, none = native.forward(_kind(name), a, b, _tensor(v), penalty=False)
     assert none is None
-    np.testing.assert_allclose(w.numpy(), exact, rtol=3e-7, atol=2e-7 * a)
+    np.testing.assert_allclose(w.numpy(), exact, rtol=rtol, atol=atol)
 
 
 @torch_only
-def test_arctan_forward_keeps_nan():
-    w, _ = native.arctan_forward(_tensor([np.nan, 1.0]), 1.0, 1.0, False)
+@pytest.mark.parametrize("name", sorted(COMPANDERS))
+def test_forward_keeps_nan(name):
+    w, _ = native.forward(_kind(name), 1.0, 1.0, _tensor([np.nan, 1.0]), False)
     assert np.isnan(w.numpy()[0]) and not np.isnan(w.numpy()[1])
 
 
 @torch_only
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("c", [0.0, 0.3])
-def test_arctan_backward_matches_eq3_with_eq5(size, c):
+@pytest.mark.parametrize("name", sorted(COMPANDERS))
+@pytest.mark.parametrize("penalty", [0.0, 0.3])
+def test_backward_matches_eq3_with_eq5(name, size, penalty):
     a, b = 1.3, 0.6
     v, g = _x(size, 1, 2.0).astype("float64"), _x(size, 2).astype("float64")
-    got = native.arctan_backward(_tensor(g), _tensor(v), a, b, c)
-    w = a * np.arctan(v / b)
-    want = (g + c * w) * a * b / (b * b + v * v)
-    np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=1e-7)
+    got = native.backward(_kind(name), a, b, _tensor(g), _tensor(v), penalty)
+    want = (g + penalty * _psi(name, v, a, b)) * _slope(name, v, a, b)
+    atol = 1e-7 * float(np.max(np.abs(want)))
+    np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=atol)
 
 
 @torch_only
 @pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name", sorted(COMPANDERS))
 @pytest.mark.parametrize("want_a", [False, True])
-def test_arctan_learnable_backward_matches_numpy(size, want_a):
+def test_learnable_backward_matches_numpy(name, size, want_a):
     a, b = 0.7, 1.4
     v, g = _x(size, 3, 2.0).astype("float64"), _x(size, 4).astype("float64")
-    grad_v, sum_a, sum_b = native.arctan_learnable_backward(
-        _tensor(g), _tensor(v), a, b, want_a
+    grad_v, sum_a, sum_b = native.learnable_backward(
+        _kind(name), a, b, _tensor(g), _tensor(v), want_a
     )
-    want = g * a * b / (b * b + v * v)
-    np.testing.assert_allclose(grad_v.numpy(), want, rtol=2e-6, atol=1e-7)
-    scale = np.sum(np.abs(g)) + 1.0
-    expected_a = np.sum(g * np.arctan(v / b)) if want_a else 0.0
+    want = g * _slope(name, v, a, b)
+    atol = 1e-7 * float(np.max(np.abs(want)))
+    np.testing.assert_allclose(grad_v.numpy(), want, rtol=2e-6, atol=atol)
+    expected_a = np.sum(g * _psi(name, v, 1.0, b)) if want_a else 0.0
+    scale = np.sum(np.abs(g * _psi(name, v, 1.0, b))) + 1.0
     np.testing.assert_allclose(sum_a, expected_a, atol=1e-6 * scale)
+    scale = np.sum(np.abs(want * v)) + 1.0
     np.testing.assert_allclose(sum_b, np.sum(want * v), atol=1e-6 * scale)
 
 
 @torch_only
 @pytest.mark.parametrize("size", SIZES)
-def test_arctan_effective_gradient_divides_by_eq3(size):
+@pytest.mark.parametrize("name", sorted(COMPANDERS))
+def test_effective_gradient_divides_by_eq3(name, size):
     a, b = 1.3, 0.6
     v, g = _x(size, 5, 2.0).astype("float64"), _x(size, 6).astype("float64")
-    got = native.arctan_effective_gradient(_tensor(g), _tensor(v), a, b)
-    want = g * (b * b + v * v) / (a * b)
+    v[0] = 0.0  # powerprop's Ψ'(0) = 0: g_w is 0 there
+    got = native.effective_gradient(_kind(name), a, b, _tensor(g), _tensor(v))
+    slope = _slope(name, v, a, b)
+    want = np.where(slope > 0, g / np.where(slope > 0, slope, 1.0), 0.0)
     np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=1e-7)
 
 
 @torch_only
 @pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name", sorted(COMPANDERS))
 @pytest.mark.parametrize("decay", [0.0, 1e-3])
-def test_arctan_adam_is_the_modified_adam_step(size, decay):
-    a, b, beta_1, beta_2, alpha, epsilon = 1.3, 0.6, 0.9, 0.99, 0.05, 1e-7
+def test_adam_is_the_modified_adam_step(name, size, decay):
+    a, b, beta_1, beta_2, step_size, epsilon = 1.3, 0.6, 0.9, 0.99, 0.05, 1e-7
     v = _x(size, 7).astype("float64")
     m, s = _x(size, 8) * 0.1, np.abs(_x(size, 9)) * 0.1
     g = _x(size, 10).astype("float64")
     tensors = [_tensor(t) for t in (v, m, s)]
-    native.arctan_adam(
-        _tensor(g), *tensors, a, b, beta_1, beta_2, alpha, epsilon, decay
+    native.adam(
+        _kind(name), a, b, _tensor(g), *tensors, beta_1, beta_2, step_size,
+        epsilon, decay,
     )
     m1 = m + (g - m) * (1 - beta_1)
     s1 = s + (g * g - s) * (1 - beta_2)
-    slope = a * b / (b * b + v * v)
-    step = alpha * m1 / (np.sqrt(s1) + epsilon) + decay * a * np.arctan(v / b)
-    for got, want in zip(tensors, (v - slope * step, m1, s1), strict=True):
-        np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=2e-7)
+    step = step_size * m1 / (np.sqrt(s1) + epsilon)
+    step = step + decay * _psi(name, v, a, b)
+    increment = _slope(name, v, a, b) * step
+    # The increment's float32 round-off, against v's.
+    atol = 2e-7 * max(1.0, float(np.max(np.abs(increment))))
+    for got, want in zip(tensors, (v - increment, m1, s1), strict=True):
+        np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=atol)
 
 
 def _converted(options, seed=0):
@@ -140,6 +205,7 @@ CASES = {
     "fixed": {"a": 1.3, "b": 0.6},
     "fine": {"a": 1.3, "b": 0.6, "learnable": "fine"},
     "coarse": {"a": 1.3, "b": 0.6, "learnable": "coarse"},
+    "pp": {"compander": keras_wc.companders.Powerprop(2.0)},
 }
 
 
@@ -189,10 +255,13 @@ OPTIMIZERS = {
     "adamw-fine": lambda: keras_wc.optimizers.ModifiedAdamW(
         1e-2, weight_decay=0.1
     ),
+    "adam-pp": lambda: keras_wc.optimizers.ModifiedAdam(1e-2),
     "amsgrad": lambda: keras_wc.optimizers.ModifiedAdam(1e-2, amsgrad=True),
     "clipnorm": lambda: keras_wc.optimizers.ModifiedAdam(1e-2, clipnorm=0.1),
     "sgd": lambda: keras_wc.optimizers.ModifiedSGD(0.1, momentum=0.9),
 }
+# The model each optimizer trains (fixed-(a, b) WC unless named here).
+OPTIMIZER_CASES = {"adamw-fine": "fine", "adam-pp": "pp"}
 
 
 @pytest.mark.backends(
@@ -204,7 +273,7 @@ def test_fused_modified_steps_equal_the_ops_path(name):
     C kernels on PyTorch, XLA nested in TensorFlow's graph mode) and on the
     plain `keras.ops` path (inside `native.disabled()`, and eagerly
     without the nesting) end at the same loss and weights."""
-    options = CASES["fine" if name == "adamw-fine" else "fixed"]
+    options = CASES[OPTIMIZER_CASES.get(name, "fixed")]
     fused = _train(_converted(options), OPTIMIZERS[name]())
     with native.disabled():
         model = _converted(options)
@@ -225,25 +294,26 @@ def test_fused_modified_steps_equal_the_ops_path(name):
 def test_modified_adam_takes_the_fused_step_only_where_it_is_adams(
     monkeypatch,
 ):
-    """The fused Adam kernel runs for ModifiedAdam and ModifiedAdamW with a
-    fixed-(a, b) decay; amsgrad, learnable a, b with a decay, and other
-    optimizers take the `keras.ops` step."""
+    """The fused Adam kernel runs for ModifiedAdam and ModifiedAdamW (WC
+    with a fixed-(a, b) decay, PP); amsgrad, learnable a, b with a decay,
+    and other optimizers take the `keras.ops` step."""
     calls = []
-    kernel = native.arctan_adam
+    kernel = native.adam
     monkeypatch.setattr(
-        native, "arctan_adam", lambda *a: calls.append(1) or kernel(*a)
+        native, "adam", lambda *a: calls.append(1) or kernel(*a)
     )
     expected = {
         "adam": True,
         "adamw": True,
         "adamw-fine": False,
+        "adam-pp": True,
         "amsgrad": False,
         "clipnorm": True,
         "sgd": False,
     }
     for name, fused in expected.items():
         calls.clear()
-        options = CASES["fine" if name == "adamw-fine" else "fixed"]
+        options = CASES[OPTIMIZER_CASES.get(name, "fixed")]
         _train(_converted(options), OPTIMIZERS[name](), steps=1)
         assert bool(calls) == fused, name
 

@@ -441,11 +441,12 @@ def _fixed_forward(compander, v, a, b, l2=None):
     for the upstream gradients g of Ψ(v) and g_p of the penalty, instead of
     the chain of elementwise gradients autodiff would build through
     `a·f(v/b)` and the separate passes of a penalty's own gradient. On
-    PyTorch, the `arctan` compander's forward and backward passes are one
+    PyTorch, `arctan`'s and powerprop's forward and backward passes are one
     fused kernel each (`keras_wc.native`).
     """
-    if _native_arctan(compander, v):
-        return _native_fixed_forward(v, a, b, l2)
+    kind = _native_kind(compander, v)
+    if kind is not None:
+        return _native_fixed_forward(kind, v, a, b, l2)
 
     @backend.custom_gradient
     def psi(v):
@@ -463,25 +464,26 @@ def _fixed_forward(compander, v, a, b, l2=None):
     return psi(v)
 
 
-def _native_arctan(compander, v):
-    """Whether the fused C kernels compute Ψ = a·arctan(v/b) here."""
-    return type(compander) is companders_lib.Arctan and native.usable(v)
+def _native_kind(compander, v):
+    """The fused C kernels' kind of `compander` if they compute Ψ(v) here
+    (`keras_wc.native.kind`), else None."""
+    return native.kind(compander) if native.usable(v) else None
 
 
-def _native_fixed_forward(v, a, b, l2):
-    """`_fixed_forward` for `arctan` by the fused kernels: Ψ(v) (and
-    l2·ΣΨ(v)²) in one pass, the backward pass in one pass (Ψ(v)
-    recomputed there instead of kept alive)."""
+def _native_fixed_forward(kind, v, a, b, l2):
+    """`_fixed_forward` by the fused kernels: Ψ(v) (and l2·ΣΨ(v)²) in one
+    pass, the backward pass in one pass (Ψ(v) recomputed there instead of
+    kept alive)."""
 
     @backend.custom_gradient
     def psi(v):
-        w, total = native.arctan_forward(v, a, b, penalty=l2 is not None)
+        w, total = native.forward(kind, a, b, v, penalty=l2 is not None)
 
         def grad(upstream, upstream_penalty=None):
-            c = 0.0
+            penalty = 0.0
             if upstream_penalty is not None:
-                c = 2.0 * l2 * float(upstream_penalty)
-            return native.arctan_backward(upstream, v, a, b, c)
+                penalty = 2.0 * l2 * float(upstream_penalty)
+            return native.backward(kind, a, b, upstream, v, penalty)
 
         if l2 is None:
             return w, grad
@@ -497,8 +499,9 @@ def _learnable_forward(compander, v, a, b):
     g = ∂L/∂Ψ(v): the last two hold for every compander of the form
     a·f(v/b), since ∂Ψ/∂a = f(v/b) and ∂Ψ/∂b = −(v/b)·Ψ'(v).
     """
-    if _native_arctan(compander, v):
-        return _native_learnable(v, a, b, scaled=True)
+    kind = _native_kind(compander, v)
+    if kind is not None:
+        return _native_learnable(kind, v, a, b, scaled=True)
 
     @backend.custom_gradient
     def psi(v, a, b):
@@ -522,8 +525,9 @@ def _learnable_direction(compander, v, b):
     For the upstream gradient g̃ = ∂L/∂f(v/b) = a·∂L/∂Ψ(v): ∂L/∂v =
     g̃·f'(v/b)/b = ∂L/∂Ψ(v)·Ψ'(v), and ∂L/∂b = −Σ (∂L/∂v)·v/b.
     """
-    if _native_arctan(compander, v):
-        return _native_learnable(v, 1.0, b, scaled=False)
+    kind = _native_kind(compander, v)
+    if kind is not None:
+        return _native_learnable(kind, v, 1.0, b, scaled=False)
 
     @backend.custom_gradient
     def direction(v, b):
@@ -537,10 +541,10 @@ def _learnable_direction(compander, v, b):
     return direction(v, b)
 
 
-def _native_learnable(v, a, b, scaled):
-    """`_learnable_forward` (`scaled`: a·arctan(v/b), gradients for v, a,
-    b) or `_learnable_direction` (arctan(v/b), gradients for v, b) by the
-    fused kernels: ∂L/∂v and the sums of ∂L/∂a and ∂L/∂b in one pass."""
+def _native_learnable(kind, v, a, b, scaled):
+    """`_learnable_forward` (`scaled`: a·f(v/b), gradients for v, a, b) or
+    `_learnable_direction` (f(v/b), gradients for v, b) by the fused
+    kernels: ∂L/∂v and the sums of ∂L/∂a and ∂L/∂b in one pass."""
 
     def values(*scales):
         return [float(scale) for scale in scales]
@@ -550,11 +554,11 @@ def _native_learnable(v, a, b, scaled):
         @backend.custom_gradient
         def psi(v, a, b):
             a_value, b_value = values(a, b)
-            w, _ = native.arctan_forward(v, a_value, b_value, penalty=False)
+            w, _ = native.forward(kind, a_value, b_value, v, penalty=False)
 
             def grad(upstream):
-                grad_v, sum_a, sum_b = native.arctan_learnable_backward(
-                    upstream, v, a_value, b_value, want_a=True
+                grad_v, sum_a, sum_b = native.learnable_backward(
+                    kind, a_value, b_value, upstream, v, want_a=True
                 )
                 return grad_v, _scalar(sum_a, a), _scalar(-sum_b / b_value, b)
 
@@ -565,11 +569,11 @@ def _native_learnable(v, a, b, scaled):
     @backend.custom_gradient
     def direction(v, b):
         (b_value,) = values(b)
-        d, _ = native.arctan_forward(v, 1.0, b_value, penalty=False)
+        d, _ = native.forward(kind, 1.0, b_value, v, penalty=False)
 
         def grad(upstream):
-            grad_v, _, sum_b = native.arctan_learnable_backward(
-                upstream, v, 1.0, b_value, want_a=False
+            grad_v, _, sum_b = native.learnable_backward(
+                kind, 1.0, b_value, upstream, v, want_a=False
             )
             return grad_v, _scalar(-sum_b / b_value, b)
 

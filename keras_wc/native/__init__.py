@@ -1,11 +1,12 @@
 """Fused C kernels for the lean training step on the PyTorch backend.
 
 PyTorch without `torch.compile` runs one kernel per op, each a pass over a
-kernel's weights, and its CPU `atan` is a slow scalar loop. For the
-`arctan` compander these kernels do each step of WC's training in one pass
-(`kernels.c`): Ψ(v) with Eq. 5's penalty Σ Ψ(v)², the backward pass
-(∂L/∂Ψ(v) + 2λ·g_p·Ψ(v))·Ψ'(v), the learnable a, b's sums, and the
-modified Adam's step on ∂L/∂Ψ(v) scaled by Ψ'(v).
+kernel's weights, and its CPU `atan` and `pow` are slow. For the `arctan`
+compander and powerpropagation with an integer α in [1, 7] these kernels
+do each step of training in one pass (`kernels.c`): Ψ(v) with Eq. 5's
+penalty Σ Ψ(v)², the backward pass (∂L/∂Ψ(v) + 2λ·g_p·Ψ(v))·Ψ'(v), the
+sums of learnable a, b's gradients, ∂L/∂Ψ(v) for the modified optimizers,
+and the modified Adam's step on ∂L/∂Ψ(v) scaled by Ψ'(v).
 
 The library is built by the package's install step (`setup.py`, as an
 optional extension: without a C compiler the install still succeeds) and
@@ -30,26 +31,30 @@ import os
 
 import keras
 
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _DISABLED = contextvars.ContextVar("keras_wc_native_disabled", default=False)
 
 _P = ctypes.c_void_p
 _N = ctypes.c_int64
 _F = ctypes.c_float
 _I = ctypes.c_int
+# Every kernel takes the compander first: (kind, alpha, a, b).
+_COMPANDER = [_I, _I, _F, _F]
 _SIGNATURES = {
-    "kwc_arctan_forward": ([_P, _P, _N, _F, _F, _I, _I], ctypes.c_double),
-    "kwc_arctan_backward": ([_P, _P, _P, _N, _F, _F, _F, _I], None),
-    "kwc_arctan_learnable_backward": (
-        [_P, _P, _P, _N, _F, _F, _I, ctypes.POINTER(ctypes.c_double), _I],
+    "kwc_forward": (_COMPANDER + [_P, _P, _N, _I, _I], ctypes.c_double),
+    "kwc_backward": (_COMPANDER + [_P, _P, _P, _N, _F, _I], None),
+    "kwc_learnable_backward": (
+        _COMPANDER
+        + [_P, _P, _P, _N, _I, ctypes.POINTER(ctypes.c_double), _I],
         None,
     ),
-    "kwc_arctan_effective_gradient": ([_P, _P, _P, _N, _F, _F, _I], None),
-    "kwc_arctan_adam": (
-        [_P, _P, _P, _P, _N, _F, _F, _F, _F, _F, _F, _F, _I],
+    "kwc_effective_gradient": (_COMPANDER + [_P, _P, _P, _N, _I], None),
+    "kwc_adam": (
+        _COMPANDER + [_P, _P, _P, _P, _N, _F, _F, _F, _F, _F, _I],
         None,
     ),
 }
+_ARCTAN, _POWERPROP = 0, 1
 
 
 def _library_path():
@@ -125,6 +130,22 @@ def usable(*tensors):
     )
 
 
+def kind(compander):
+    """The kernels' name for `compander`, or None where they do not
+    compute it: `arctan`, and `powerprop` with an integer α in [1, 7]."""
+    from keras_wc import companders
+
+    if type(compander) is companders.Arctan:
+        return (_ARCTAN, 1)
+    if (
+        type(compander) is companders.Powerprop
+        and compander.alpha == int(compander.alpha)
+        and 1 <= compander.alpha <= 7
+    ):
+        return (_POWERPROP, int(compander.alpha))
+    return None
+
+
 def _threads():
     import torch
 
@@ -137,97 +158,73 @@ def _contiguous(tensor):
     return tensor.detach().to(torch.float32).contiguous()
 
 
-def arctan_forward(v, a, b, penalty):
-    """(Ψ(v) = a·arctan(v/b), Σ Ψ(v)² as a 0-d tensor or None)."""
+def forward(kind, a, b, v, penalty):
+    """(Ψ(v) = a·f(v/b), Σ Ψ(v)² as a 0-d tensor or None) for the `kind`
+    of compander (`kind(compander)`)."""
     import torch
 
     v = _contiguous(v)
     w = torch.empty_like(v)
-    total = _LIBRARY.kwc_arctan_forward(
-        v.data_ptr(), w.data_ptr(), v.numel(), a, b, int(penalty), _threads()
+    total = _LIBRARY.kwc_forward(
+        *kind, a, b, v.data_ptr(), w.data_ptr(), v.numel(), int(penalty),
+        _threads(),
     )
     return w, (torch.tensor(total, dtype=torch.float32) if penalty else None)
 
 
-def arctan_backward(upstream, v, a, b, c=0.0):
-    """(upstream + c·Ψ(v))·Ψ'(v) (Eq. 3; c = 2λ·g_p for Eq. 5's penalty)."""
+def backward(kind, a, b, upstream, v, penalty=0.0):
+    """(upstream + penalty·Ψ(v))·Ψ'(v) (Eq. 3; penalty = 2λ·g_p for Eq. 5's
+    penalty)."""
     import torch
 
     upstream, v = _contiguous(upstream), _contiguous(v)
     out = torch.empty_like(v)
-    _LIBRARY.kwc_arctan_backward(
-        upstream.data_ptr(),
-        v.data_ptr(),
-        out.data_ptr(),
-        v.numel(),
-        a,
-        b,
-        c,
-        _threads(),
+    _LIBRARY.kwc_backward(
+        *kind, a, b, upstream.data_ptr(), v.data_ptr(), out.data_ptr(),
+        v.numel(), penalty, _threads(),
     )
     return out
 
 
-def arctan_learnable_backward(upstream, v, a, b, want_a):
-    """(upstream·Ψ'(v), Σ upstream·arctan(v/b) if `want_a` else 0,
+def learnable_backward(kind, a, b, upstream, v, want_a):
+    """(upstream·Ψ'(v), Σ upstream·f(v/b) if `want_a` else 0,
     Σ upstream·Ψ'(v)·v), the sums as Python floats."""
     import torch
 
     upstream, v = _contiguous(upstream), _contiguous(v)
     out = torch.empty_like(v)
     sums = (ctypes.c_double * 2)()
-    _LIBRARY.kwc_arctan_learnable_backward(
-        upstream.data_ptr(),
-        v.data_ptr(),
-        out.data_ptr(),
-        v.numel(),
-        a,
-        b,
-        int(want_a),
-        sums,
-        _threads(),
+    _LIBRARY.kwc_learnable_backward(
+        *kind, a, b, upstream.data_ptr(), v.data_ptr(), out.data_ptr(),
+        v.numel(), int(want_a), sums, _threads(),
     )
     return out, sums[0], sums[1]
 
 
-def arctan_effective_gradient(gradient, v, a, b):
-    """∂L/∂Ψ(v) = ∂L/∂v / Ψ'(v)."""
+def effective_gradient(kind, a, b, gradient, v):
+    """∂L/∂Ψ(v) = ∂L/∂v / Ψ'(v), 0 where Ψ'(v) = 0."""
     import torch
 
     gradient, v = _contiguous(gradient), _contiguous(v)
     out = torch.empty_like(v)
-    _LIBRARY.kwc_arctan_effective_gradient(
-        gradient.data_ptr(),
-        v.data_ptr(),
-        out.data_ptr(),
-        v.numel(),
-        a,
-        b,
-        _threads(),
+    _LIBRARY.kwc_effective_gradient(
+        *kind, a, b, gradient.data_ptr(), v.data_ptr(), out.data_ptr(),
+        v.numel(), _threads(),
     )
     return out
 
 
-def arctan_adam(gradient, v, m, s, a, b, beta_1, beta_2, alpha, epsilon, decay):
+def adam(kind, a, b, gradient, v, m, s, beta_1, beta_2, step_size, epsilon,
+         decay):
     """Keras's Adam step on `gradient` = ∂L/∂Ψ(v), multiplied by Ψ'(v),
     in place on the contiguous float32 tensors `v`, `m`, `s` (see
-    `kwc_arctan_adam` in kernels.c)."""
+    `kwc_adam` in kernels.c)."""
     gradient = _contiguous(gradient)
     for tensor in (v, m, s):
         if not tensor.is_contiguous():
-            raise ValueError("arctan_adam updates contiguous tensors only.")
-    _LIBRARY.kwc_arctan_adam(
-        gradient.data_ptr(),
-        v.data_ptr(),
-        m.data_ptr(),
-        s.data_ptr(),
-        v.numel(),
-        a,
-        b,
-        beta_1,
-        beta_2,
-        alpha,
-        epsilon,
-        decay,
+            raise ValueError("`adam` updates contiguous tensors only.")
+    _LIBRARY.kwc_adam(
+        *kind, a, b, gradient.data_ptr(), v.data_ptr(), m.data_ptr(),
+        s.data_ptr(), v.numel(), beta_1, beta_2, step_size, epsilon, decay,
         _threads(),
     )

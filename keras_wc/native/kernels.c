@@ -3,12 +3,13 @@
  *
  * Each function makes one pass over a kernel's float32 entries where the
  * same step written with the backend's ops makes several (PyTorch: one
- * memory pass per op, and its own `atan` is a slow scalar loop on CPU).
- * The formulas are those of keras_wc's keras.ops path (the reference the
- * tests compare these kernels with):
+ * memory pass per op, and its own `atan` and `pow` are slow on CPU). The
+ * formulas are those of keras_wc's keras.ops path (the reference the tests
+ * compare these kernels with), for Ψ(v) = a·f(v/b) with
  *
- *   Ψ(v) = a·arctan(v/b)                  WC paper, Eq. 1
- *   Ψ'(v) = a·b/(b² + v²)                 Eq. 3
+ *   f = arctan (KWC_ARCTAN):   Ψ'(v) = a·b/(b² + v²)       WC paper, Eq. 1, 3
+ *   f(u) = sign(u)·|u|^α, α an integer in [1, 7] (KWC_POWERPROP):
+ *                              Ψ'(v) = (a/b)·α·|v/b|^(α−1)  Schwarz et al.
  *   ∂L/∂v = (∂L/∂Ψ(v) + 2λ·g_p·Ψ(v))·Ψ'(v)   Eq. 2 with Eq. 5's penalty
  *   ∂L/∂a = Σ ∂L/∂Ψ(v)·Ψ(v)/a,  ∂L/∂b = −Σ (∂L/∂v)·v/b   §III-B
  *
@@ -27,9 +28,9 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&       \
     !defined(KWC_NO_CLONES)
-#define KWC_CLONES \
+#define KWC_CLONES                                                           \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define KWC_CLONES
@@ -64,9 +65,47 @@ static inline float kwc_arctan(float x) {
     return x < 0.0f ? -y : y;
 }
 
+typedef struct {
+    int kind;  /* KWC_ARCTAN or KWC_POWERPROP */
+    int alpha; /* KWC_POWERPROP's exponent, 1..7 */
+    float a, b;
+} kwc_compander;
+
+enum { KWC_ARCTAN = 0, KWC_POWERPROP = 1 };
+
+/* t^n for 0 <= n <= 7, by three squarings: no loop of varying length, so
+ * that the loops calling it vectorize. */
+static inline float kwc_power(float t, int n) {
+    float r = 1.0f, p = t;
+    for (int k = 0; k < 3; k++) {
+        r = (n >> k) & 1 ? r * p : r;
+        p = p * p;
+    }
+    return r;
+}
+
+/* f(u), Ψ(v) = a·f(v/b) and Ψ'(v) per kind: the range functions below are
+ * instantiated once per kind, so that each loop has one formula and
+ * vectorizes. */
+static inline float f_arctan(const kwc_compander *c, float u) {
+    (void)c;
+    return kwc_arctan(u);
+}
+static inline float slope_arctan(const kwc_compander *c, float v) {
+    return (c->a * c->b) / (c->b * c->b + v * v);
+}
+static inline float f_powerprop(const kwc_compander *c, float u) {
+    return copysignf(kwc_power(fabsf(u), c->alpha), u);
+}
+static inline float slope_powerprop(const kwc_compander *c, float v) {
+    float t = fabsf(v / c->b);
+    return (c->a / c->b) * (float)c->alpha * kwc_power(t, c->alpha - 1);
+}
+
 /* -- one range of entries, per function -------------------------------- */
 
 typedef struct {
+    kwc_compander c;
     const float *in0, *in1;
     float *out0, *out1, *out2;
     float p[8];
@@ -74,128 +113,137 @@ typedef struct {
     int64_t begin, end;
 } kwc_task;
 
-KWC_CLONES
-static void forward_range(kwc_task *t) {
-    const float *restrict v = t->in0;
-    float *restrict w = t->out0;
-    const float a = t->p[0], b = t->p[1];
-    const int penalty = t->p[2] != 0.0f;
-    double total = 0.0;
-    for (int64_t j = t->begin; j < t->end; j += KWC_BLOCK) {
-        int64_t e = j + KWC_BLOCK < t->end ? j + KWC_BLOCK : t->end;
-        float block = 0.0f;
-        if (penalty) {
-#pragma omp simd reduction(+ : block)
-            for (int64_t i = j; i < e; i++) {
-                float y = a * kwc_arctan(v[i] / b);
-                w[i] = y;
-                block += y * y;
-            }
-        } else {
-#pragma omp simd
-            for (int64_t i = j; i < e; i++) w[i] = a * kwc_arctan(v[i] / b);
-        }
-        total += block;
-    }
-    t->sums[0] = total;
+/* Ψ(v) = a·f(v/b) for the f named `f`. */
+#define KWC_PSI(f, c, v) ((c)->a * f((c), (v) / (c)->b))
+
+/* The five range functions of one kind of compander: f is F, Ψ' is SLOPE. */
+#define KWC_RANGES(KIND, F, SLOPE)                                           \
+KWC_CLONES                                                                   \
+static void forward_range_##KIND(kwc_task *t) {                              \
+    const kwc_compander c = t->c;                                            \
+    const float *restrict v = t->in0;                                        \
+    float *restrict w = t->out0;                                             \
+    const int penalty = t->p[0] != 0.0f;                                     \
+    double total = 0.0;                                                      \
+    for (int64_t j = t->begin; j < t->end; j += KWC_BLOCK) {                 \
+        int64_t e = j + KWC_BLOCK < t->end ? j + KWC_BLOCK : t->end;         \
+        float block = 0.0f;                                                  \
+        if (penalty) {                                                       \
+_Pragma("omp simd reduction(+ : block)")                                     \
+            for (int64_t i = j; i < e; i++) {                                \
+                float y = KWC_PSI(F, &c, v[i]);                              \
+                w[i] = y;                                                    \
+                block += y * y;                                              \
+            }                                                                \
+        } else {                                                             \
+_Pragma("omp simd")                                                          \
+            for (int64_t i = j; i < e; i++) w[i] = KWC_PSI(F, &c, v[i]);     \
+        }                                                                    \
+        total += block;                                                      \
+    }                                                                        \
+    t->sums[0] = total;                                                      \
+}                                                                            \
+                                                                             \
+KWC_CLONES                                                                   \
+static void backward_range_##KIND(kwc_task *t) {                             \
+    const kwc_compander c = t->c;                                            \
+    const float *restrict g = t->in0, *restrict v = t->in1;                  \
+    float *restrict out = t->out0;                                           \
+    const float penalty = t->p[0];                                           \
+    /* With penalty = 0 the Ψ costs no measurable time: memory-bound. */     \
+_Pragma("omp simd")                                                          \
+    for (int64_t i = t->begin; i < t->end; i++) {                            \
+        float x = v[i];                                                      \
+        out[i] = (g[i] + penalty * KWC_PSI(F, &c, x)) * SLOPE(&c, x);        \
+    }                                                                        \
+}                                                                            \
+                                                                             \
+KWC_CLONES                                                                   \
+static void learnable_backward_range_##KIND(kwc_task *t) {                   \
+    const kwc_compander c = t->c;                                            \
+    const float *restrict g = t->in0, *restrict v = t->in1;                  \
+    float *restrict out = t->out0;                                           \
+    const int want_a = t->p[0] != 0.0f;                                      \
+    double total_a = 0.0, total_b = 0.0;                                     \
+    for (int64_t j = t->begin; j < t->end; j += KWC_BLOCK) {                 \
+        int64_t e = j + KWC_BLOCK < t->end ? j + KWC_BLOCK : t->end;         \
+        float block_a = 0.0f, block_b = 0.0f;                                \
+        if (want_a) {                                                        \
+_Pragma("omp simd reduction(+ : block_a, block_b)")                          \
+            for (int64_t i = j; i < e; i++) {                                \
+                float x = v[i], up = g[i];                                   \
+                float gv = up * SLOPE(&c, x);                                \
+                out[i] = gv;                                                 \
+                block_a += up * F(&c, x / c.b);                              \
+                block_b += gv * x;                                           \
+            }                                                                \
+        } else {                                                             \
+_Pragma("omp simd reduction(+ : block_b)")                                   \
+            for (int64_t i = j; i < e; i++) {                                \
+                float x = v[i];                                              \
+                float gv = g[i] * SLOPE(&c, x);                              \
+                out[i] = gv;                                                 \
+                block_b += gv * x;                                           \
+            }                                                                \
+        }                                                                    \
+        total_a += block_a;                                                  \
+        total_b += block_b;                                                  \
+    }                                                                        \
+    t->sums[0] = total_a;                                                    \
+    t->sums[1] = total_b;                                                    \
+}                                                                            \
+                                                                             \
+KWC_CLONES                                                                   \
+static void effective_gradient_range_##KIND(kwc_task *t) {                   \
+    const kwc_compander c = t->c;                                            \
+    const float *restrict g = t->in0, *restrict v = t->in1;                  \
+    float *restrict out = t->out0;                                           \
+    /* 0 where Ψ'(v) = 0 (powerprop at 0): the step Ψ'(v)·u is 0 there. */   \
+_Pragma("omp simd")                                                          \
+    for (int64_t i = t->begin; i < t->end; i++) {                            \
+        float slope = SLOPE(&c, v[i]);                                       \
+        out[i] = slope > 0.0f ? g[i] / slope : 0.0f;                         \
+    }                                                                        \
+}                                                                            \
+                                                                             \
+KWC_CLONES                                                                   \
+static void adam_range_##KIND(kwc_task *t) {                                 \
+    const kwc_compander c = t->c;                                            \
+    const float *restrict gw = t->in0;                                       \
+    float *restrict v = t->out0, *restrict m = t->out1, *restrict s = t->out2; \
+    const float beta_1 = t->p[0], beta_2 = t->p[1], step_size = t->p[2];     \
+    const float epsilon = t->p[3], decay = t->p[4];                          \
+    const float keep_1 = 1.0f - beta_1, keep_2 = 1.0f - beta_2;              \
+    /* With decay = 0 the Ψ costs no measurable time: memory-bound. */       \
+_Pragma("omp simd")                                                          \
+    for (int64_t i = t->begin; i < t->end; i++) {                            \
+        float x = v[i], g = gw[i];                                           \
+        float m1 = m[i] + (g - m[i]) * keep_1;                               \
+        float s1 = s[i] + (g * g - s[i]) * keep_2;                           \
+        m[i] = m1;                                                           \
+        s[i] = s1;                                                           \
+        float step = (m1 * step_size) / (sqrtf(s1) + epsilon) +              \
+                     decay * KWC_PSI(F, &c, x);                              \
+        v[i] = x - SLOPE(&c, x) * step;                                      \
+    }                                                                        \
 }
 
-KWC_CLONES
-static void backward_range(kwc_task *t) {
-    const float *restrict g = t->in0, *restrict v = t->in1;
-    float *restrict out = t->out0;
-    const float a = t->p[0], b = t->p[1], c = t->p[2];
-    const float ab = a * b, bb = b * b;
-    if (c != 0.0f) {
-#pragma omp simd
-        for (int64_t i = t->begin; i < t->end; i++) {
-            float x = v[i];
-            float w = a * kwc_arctan(x / b);
-            out[i] = (g[i] + c * w) * (ab / (bb + x * x));
-        }
-    } else {
-#pragma omp simd
-        for (int64_t i = t->begin; i < t->end; i++) {
-            float x = v[i];
-            out[i] = g[i] * (ab / (bb + x * x));
-        }
-    }
-}
-
-KWC_CLONES
-static void learnable_backward_range(kwc_task *t) {
-    const float *restrict g = t->in0, *restrict v = t->in1;
-    float *restrict out = t->out0;
-    const float a = t->p[0], b = t->p[1];
-    const int want_a = t->p[2] != 0.0f;
-    const float ab = a * b, bb = b * b;
-    double total_a = 0.0, total_b = 0.0;
-    for (int64_t j = t->begin; j < t->end; j += KWC_BLOCK) {
-        int64_t e = j + KWC_BLOCK < t->end ? j + KWC_BLOCK : t->end;
-        float block_a = 0.0f, block_b = 0.0f;
-        if (want_a) {
-#pragma omp simd reduction(+ : block_a, block_b)
-            for (int64_t i = j; i < e; i++) {
-                float x = v[i], up = g[i];
-                float gv = up * (ab / (bb + x * x));
-                out[i] = gv;
-                block_a += up * kwc_arctan(x / b);
-                block_b += gv * x;
-            }
-        } else {
-#pragma omp simd reduction(+ : block_b)
-            for (int64_t i = j; i < e; i++) {
-                float x = v[i];
-                float gv = g[i] * (ab / (bb + x * x));
-                out[i] = gv;
-                block_b += gv * x;
-            }
-        }
-        total_a += block_a;
-        total_b += block_b;
-    }
-    t->sums[0] = total_a;
-    t->sums[1] = total_b;
-}
-
-KWC_CLONES
-static void effective_gradient_range(kwc_task *t) {
-    const float *restrict g = t->in0, *restrict v = t->in1;
-    float *restrict out = t->out0;
-    const float ab = t->p[0] * t->p[1], bb = t->p[1] * t->p[1];
-#pragma omp simd
-    for (int64_t i = t->begin; i < t->end; i++) {
-        float x = v[i];
-        out[i] = g[i] / (ab / (bb + x * x));
-    }
-}
-
-KWC_CLONES
-static void adam_range(kwc_task *t) {
-    const float *restrict gw = t->in0;
-    float *restrict v = t->out0, *restrict m = t->out1, *restrict s = t->out2;
-    const float a = t->p[0], b = t->p[1], beta_1 = t->p[2], beta_2 = t->p[3];
-    const float alpha = t->p[4], epsilon = t->p[5], decay = t->p[6];
-    const float ab = a * b, bb = b * b;
-    const float keep_1 = 1.0f - beta_1, keep_2 = 1.0f - beta_2;
-    /* With decay = 0 the arctan costs no measurable time: memory-bound. */
-#pragma omp simd
-    for (int64_t i = t->begin; i < t->end; i++) {
-        float x = v[i], g = gw[i];
-        float m1 = m[i] + (g - m[i]) * keep_1;
-        float s1 = s[i] + (g * g - s[i]) * keep_2;
-        m[i] = m1;
-        s[i] = s1;
-        float step = (m1 * alpha) / (sqrtf(s1) + epsilon) +
-                     decay * (a * kwc_arctan(x / b));
-        v[i] = x - (ab / (bb + x * x)) * step;
-    }
-}
-
-/* -- splitting over threads -------------------------------------------- */
+KWC_RANGES(arctan, f_arctan, slope_arctan)
+KWC_RANGES(powerprop, f_powerprop, slope_powerprop)
 
 typedef void (*kwc_range_fn)(kwc_task *);
 
+/* The range functions of each kind, indexed by the kind. */
+#define KWC_BY_KIND(name) {name##_arctan, name##_powerprop}
+static const kwc_range_fn FORWARD[] = KWC_BY_KIND(forward_range);
+static const kwc_range_fn BACKWARD[] = KWC_BY_KIND(backward_range);
+static const kwc_range_fn LEARNABLE_BACKWARD[] =
+    KWC_BY_KIND(learnable_backward_range);
+static const kwc_range_fn EFFECTIVE_GRADIENT[] =
+    KWC_BY_KIND(effective_gradient_range);
+static const kwc_range_fn ADAM[] = KWC_BY_KIND(adam_range);
+
+/* -- splitting over threads -------------------------------------------- */
 typedef struct {
     kwc_range_fn fn;
     kwc_task *task;
@@ -243,58 +291,73 @@ static void run(kwc_range_fn fn, kwc_task *base, int64_t n, int threads) {
 }
 
 /* -- the C ABI ---------------------------------------------------------- */
+/* Every function takes the compander as (kind, alpha, a, b). */
 
-/* w = a·arctan(v/b); returns Σw² if `penalty`, else 0. */
-double kwc_arctan_forward(const float *v, float *w, int64_t n, float a,
-                          float b, int penalty, int threads) {
-    kwc_task t = {.in0 = v, .out0 = w, .p = {a, b, penalty ? 1.0f : 0.0f}};
-    run(forward_range, &t, n, threads);
+#define KWC_COMPANDER                                                        \
+    { .kind = kind, .alpha = alpha, .a = a, .b = b }
+
+/* w = Ψ(v); returns Σw² if `penalty`, else 0. */
+double kwc_forward(int kind, int alpha, float a, float b, const float *v,
+                   float *w, int64_t n, int penalty, int threads) {
+    kwc_task t = {.c = KWC_COMPANDER,
+                  .in0 = v,
+                  .out0 = w,
+                  .p = {penalty ? 1.0f : 0.0f}};
+    run(FORWARD[kind], &t, n, threads);
     return t.sums[0];
 }
 
-/* out = (g + c·Ψ(v))·Ψ'(v); c = 2λ·g_p for Eq. 5's penalty, or 0. */
-void kwc_arctan_backward(const float *g, const float *v, float *out,
-                         int64_t n, float a, float b, float c, int threads) {
-    kwc_task t = {.in0 = g, .in1 = v, .out0 = out, .p = {a, b, c}};
-    run(backward_range, &t, n, threads);
+/* out = (g + penalty·Ψ(v))·Ψ'(v); penalty = 2λ·g_p for Eq. 5's, or 0. */
+void kwc_backward(int kind, int alpha, float a, float b, const float *g,
+                  const float *v, float *out, int64_t n, float penalty,
+                  int threads) {
+    kwc_task t = {
+        .c = KWC_COMPANDER, .in0 = g, .in1 = v, .out0 = out, .p = {penalty}};
+    run(BACKWARD[kind], &t, n, threads);
 }
 
-/* out = g·Ψ'(v); sums[0] = Σ g·arctan(v/b) (if `want_a`, else 0),
+/* out = g·Ψ'(v); sums[0] = Σ g·f(v/b) (if `want_a`, else 0),
  * sums[1] = Σ out·v. */
-void kwc_arctan_learnable_backward(const float *g, const float *v,
-                                   float *out, int64_t n, float a, float b,
-                                   int want_a, double *sums, int threads) {
-    kwc_task t = {
-        .in0 = g, .in1 = v, .out0 = out, .p = {a, b, want_a ? 1.0f : 0.0f}};
-    run(learnable_backward_range, &t, n, threads);
+void kwc_learnable_backward(int kind, int alpha, float a, float b,
+                            const float *g, const float *v, float *out,
+                            int64_t n, int want_a, double *sums,
+                            int threads) {
+    kwc_task t = {.c = KWC_COMPANDER,
+                  .in0 = g,
+                  .in1 = v,
+                  .out0 = out,
+                  .p = {want_a ? 1.0f : 0.0f}};
+    run(LEARNABLE_BACKWARD[kind], &t, n, threads);
     sums[0] = t.sums[0];
     sums[1] = t.sums[1];
 }
 
-/* out = g/Ψ'(v): ∂L/∂Ψ(v) from ∂L/∂v. */
-void kwc_arctan_effective_gradient(const float *g, const float *v,
-                                   float *out, int64_t n, float a, float b,
-                                   int threads) {
-    kwc_task t = {.in0 = g, .in1 = v, .out0 = out, .p = {a, b}};
-    run(effective_gradient_range, &t, n, threads);
+/* out = g/Ψ'(v) (0 where Ψ'(v) = 0): ∂L/∂Ψ(v) from ∂L/∂v. */
+void kwc_effective_gradient(int kind, int alpha, float a, float b,
+                            const float *g, const float *v, float *out,
+                            int64_t n, int threads) {
+    kwc_task t = {.c = KWC_COMPANDER, .in0 = g, .in1 = v, .out0 = out};
+    run(EFFECTIVE_GRADIENT[kind], &t, n, threads);
 }
 
 /* Keras's Adam step on g_w = ∂L/∂Ψ(v), multiplied by Ψ'(v) (the modified
  * optimizer, WC paper §III-A.3), in place on v and the moments m, s:
  *   m ← m + (g_w − m)(1 − β₁),  s ← s + (g_w² − s)(1 − β₂),
- *   v ← v − Ψ'(v)·(α·m/(√s + ε) + decay·Ψ(v)),
- * α = η·√(1 − β₂ᵗ)/(1 − β₁ᵗ); decay = η·λ (AdamW's decoupled decay of
+ *   v ← v − Ψ'(v)·(step_size·m/(√s + ε) + decay·Ψ(v)),
+ * step_size = η·√(1 − β₂ᵗ)/(1 − β₁ᵗ); decay = η·λ (AdamW's decoupled decay of
  * Ψ(v)) or 0; Ψ and Ψ' of v before the step. */
-void kwc_arctan_adam(const float *gw, float *v, float *m, float *s,
-                     int64_t n, float a, float b, float beta_1, float beta_2,
-                     float alpha, float epsilon, float decay, int threads) {
-    kwc_task t = {.in0 = gw,
+void kwc_adam(int kind, int alpha, float a, float b, const float *gw,
+              float *v, float *m, float *s, int64_t n, float beta_1,
+              float beta_2, float step_size, float epsilon, float decay,
+              int threads) {
+    kwc_task t = {.c = KWC_COMPANDER,
+                  .in0 = gw,
                   .out0 = v,
                   .out1 = m,
                   .out2 = s,
-                  .p = {a, b, beta_1, beta_2, alpha, epsilon, decay}};
-    run(adam_range, &t, n, threads);
+                  .p = {beta_1, beta_2, step_size, epsilon, decay}};
+    run(ADAM[kind], &t, n, threads);
 }
 
 /* The version of this ABI, checked by the loader. */
-int kwc_abi_version(void) { return 1; }
+int kwc_abi_version(void) { return 2; }

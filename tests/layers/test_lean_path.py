@@ -448,6 +448,9 @@ def test_wc_scales_the_output_only_with_learnable_linear_layers(
     assert getattr(wc, "_output_scaling", lambda _: None)(x) is None
     want = keras.ops.convert_to_numpy(model(x))
     with reference_path():
+        # On PyTorch the lean Ψ is the fused kernels' polynomial arctan
+        # (within 1.5e-7 of arctan per weight), summed here over a
+        # convolution's 27 inputs: atol 1e-6 (1e-7 with the same arctan).
         np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(model(x)), want, rtol=1e-6, atol=1e-7
+            keras.ops.convert_to_numpy(model(x)), want, rtol=1e-6, atol=1e-6
         )
