@@ -34,6 +34,7 @@ run: install
 # CLI parsing, report, data, lint and bench tests do not depend on it).
 TORCH_TESTS := tests/layers tests/test_backends.py tests/test_companders.py \
 	tests/test_conversion.py tests/test_folding.py tests/test_initialization.py \
+	tests/test_native.py \
 	tests/test_optimizers.py tests/test_optimizer_options.py tests/test_reach.py \
 	tests/test_callbacks.py tests/test_export.py tests/models \
 	tests/train/test_run.py tests/train/test_finetune.py
