@@ -250,6 +250,9 @@ class ReparameterizedLayer:
         self._call_regularizers = {}
         # Set on every call: bypasses attribute tracking.
         object.__setattr__(self, "_kernel_cache", None)
+        # The penalty tensors of the last call, per kernel (see
+        # `_kernel_for_call`).
+        object.__setattr__(self, "_penalties", {})
 
     @classmethod
     def _parse_options(cls, layer, **options):
@@ -389,8 +392,24 @@ class ReparameterizedLayer:
         if regularizer is None:
             return self._effective_kernel(name)
         kernel, penalty = self._kernel_and_penalty(name, regularizer)
-        self.add_loss(penalty)
+        self._add_penalty(name, penalty)
         return kernel
+
+    def _add_penalty(self, name, penalty):
+        """`add_loss(penalty)` for kernel `name`, the tensor kept until the
+        kernel's next penalty replaces it.
+
+        Inside a stateless scope (JAX's training step) Keras matches a
+        layer's losses by `id()` and, when a layer is called, drops from
+        the scope every loss whose id is among those the layer added last
+        time: once those tensors are freed, CPython may give their ids to
+        the penalty of a layer called before it in the same step, which
+        Keras then drops (seen on eager JAX: a penalty missing from the
+        loss in about 1 of 100 runs). Kept alive, the old tensors' ids
+        cannot be reused.
+        """
+        self.add_loss(penalty)
+        self._penalties[name] = penalty
 
     def _add_raw_weight(self, kernel_name, name, shape, initializer, **kwargs):
         # Raw variables stay float32 and are never autocast: the effective
@@ -708,6 +727,7 @@ _MECHANISM_ATTRIBUTES = (
     "_kernel_specs",
     "_call_regularizers",
     "_kernel_cache",
+    "_penalties",
 )
 
 

@@ -620,7 +620,9 @@ class WeightNormMixin(WeightNormCore):
         regularizer = self._call_regularizers.get("kernel")
         if regularizer is not None:
             # ‖w_j‖² = g_j²·ratio_j: the L2 penalty without the kernel.
-            self.add_loss(regularizer.l2 * ops.sum(ops.square(gain) * ratio))
+            self._add_penalty(
+                "kernel", regularizer.l2 * ops.sum(ops.square(gain) * ratio)
+            )
         scale = gain * inv
         return scaled_call(
             self,
