@@ -109,17 +109,16 @@ def usable(*tensors):
     (not a shape-only tensor of Keras's tracing, nor traced by
     `torch.compile`, which fuses by itself), outside `disabled()` and
     `KERAS_WC_NATIVE=0`."""
-    if (
-        _LIBRARY is None
-        or _DISABLED.get()
-        or os.environ.get("KERAS_WC_NATIVE", "1") == "0"
-        or keras.backend.backend() != "torch"
-    ):
+    if _LIBRARY is None or keras.backend.backend() != "torch":
         return False
     import torch
     from torch._subclasses.fake_tensor import FakeTensor
 
+    # First, so that torch.compile traces no Python state (it would break
+    # its graph on the context variable and the environment).
     if torch.compiler.is_compiling():
+        return False
+    if _DISABLED.get() or os.environ.get("KERAS_WC_NATIVE", "1") == "0":
         return False
     return all(
         isinstance(t, torch.Tensor)
