@@ -370,6 +370,20 @@ TARGETS = {
 }
 
 
+def _flush_denormals():
+    """PyTorch computes with float32 subnormals, which cost a matmul ~30×
+    on Intel CPUs; the thread pools TensorFlow and XLA compute in flush
+    them to zero. Training the same batch again and again drives the
+    loss, and so the backward's upstream gradients, into that range within
+    ~20 steps, at a step that differs per variant: unflushed, a variant's
+    ratio measured when its gradients underflowed (4.39 for wc-fine at
+    dense batch 32), not its cost. So PyTorch flushes them here too."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_flush_denormal(True)
+
+
 def run(
     quick=False,
     rounds=None,
@@ -377,6 +391,7 @@ def run(
     skip_memory=False,
     skip_extras=False,
 ):
+    _flush_denormals()
     dense_rounds = rounds or (2 if quick else 15)
     resnet_rounds = rounds or (2 if quick else 9)
     calls = 1 if quick else 10
@@ -467,6 +482,15 @@ def _cell(value, target=None):
     return text
 
 
+def _ratio_cells(row, field, targets):
+    """One table row's cells: each variant's `row[variant][field]` against
+    `targets[variant]`, "–" for a variant the row has not."""
+    return " | ".join(
+        _cell(row[v][field], targets[v]) if v in row else "–"
+        for v in list(VARIANTS)[1:]
+    )
+
+
 def to_markdown(result):
     versions = ", ".join(
         f"{k} {v}" for k, v in sorted(result["versions"].items())
@@ -496,10 +520,7 @@ def to_markdown(result):
         plain_ms = row["plain"]["seconds"] * 1e3
         lines.append(
             f"| {key} (plain {plain_ms:.1f} ms) | "
-            + " | ".join(
-                _cell(row[v]["ratio"], targets[v]) if v in row else "–"
-                for v in list(VARIANTS)[1:]
-            )
+            + _ratio_cells(row, "ratio", targets)
             + " |"
         )
     lines += ["", "✗: over issue 12's target.", ""]
@@ -509,6 +530,7 @@ def to_markdown(result):
             f"{_cell(row['modified-adam']['ratio'], TARGETS['modified-adam'])}"
         )
     if "memory" in result:
+        memory_targets = dict.fromkeys(VARIANTS, TARGETS["memory"])
         lines += [
             "",
             "| peak RSS of the training step / plain | "
@@ -521,12 +543,7 @@ def to_markdown(result):
             extra = max(r["convert_bytes"] for r in row.values()) / 2**20
             lines.append(
                 f"| {key} (plain {plain_mb:.0f} MiB) | "
-                + " | ".join(
-                    _cell(row[v]["ratio"], TARGETS["memory"])
-                    if v in row
-                    else "–"
-                    for v in list(VARIANTS)[1:]
-                )
+                + _ratio_cells(row, "ratio", memory_targets)
                 + f" | ≤ {extra:.0f} MiB |"
             )
         xla = {
@@ -545,12 +562,7 @@ def to_markdown(result):
                 plain_mb = row["plain"]["xla_step_bytes"] / 2**20
                 lines.append(
                     f"| {key} (plain {plain_mb:.0f} MiB) | "
-                    + " | ".join(
-                        _cell(row[v]["xla_ratio"], TARGETS["memory"])
-                        if v in row
-                        else "–"
-                        for v in list(VARIANTS)[1:]
-                    )
+                    + _ratio_cells(row, "xla_ratio", memory_targets)
                     + " |"
                 )
     if "inference" in result:
