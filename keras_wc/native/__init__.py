@@ -29,8 +29,6 @@ True
 import contextlib
 import contextvars
 import ctypes
-import glob
-import importlib.machinery
 import os
 import warnings
 
@@ -63,12 +61,10 @@ _ARCTAN, _POWERPROP = 0, 1
 
 
 def _library_path():
-    folder = os.path.dirname(__file__)
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        found = glob.glob(os.path.join(folder, "_kernels" + suffix))
-        if found:
-            return found[0]
-    return None
+    # The one name setup.py gives it, for every Python (a library under
+    # another name is a stale build).
+    path = os.path.join(os.path.dirname(__file__), "_kernels.so")
+    return path if os.path.exists(path) else None
 
 
 _REBUILD = (
