@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install run test test-tensorflow test-jax test-torch bench lint clean
+.PHONY: install run test test-tensorflow test-jax test-torch bench lint dist clean
 
 install: $(VENV)/.installed
 
@@ -54,7 +54,12 @@ bench: install
 	for b in tensorflow jax torch; do KERAS_BACKEND=$$b $(PY) -m bench $(ARGS) || exit 1; done
 
 lint: install
-	$(PY) -m ruff check keras_wc models train bench tests
+	$(PY) -m ruff check keras_wc models train bench tests pip_build.py setup.py
+
+# The sdist and the wheels, into dist/ (pip_build.py): the manylinux wheel
+# with the fused C kernels and the pure-Python wheel for other platforms.
+dist: install
+	$(PY) pip_build.py
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info dist

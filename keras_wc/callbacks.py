@@ -14,6 +14,7 @@ import uuid
 import keras
 import numpy as np
 
+from keras_wc.dependencies import require
 from keras_wc.layers.reparameterized import KERNEL_NAMES, ReparameterizedLayer
 from keras_wc.validation import nearest_directory, path_argument
 
@@ -79,6 +80,8 @@ class WeightDistribution(keras.callbacks.Callback):
             (`weights/<layer>/<kernel>/p<q>`, `scales/<layer>/a`) there: a
             directory, created if missing (a file there, or above it,
             raises `NotADirectoryError` here rather than during `fit`).
+            TensorFlow writes them, on any backend (`pip install
+            'keras-wc[tensorflow]'`).
 
     Attributes:
         epochs: the epochs recorded, e.g. `[0, 1, 2]`.
@@ -120,6 +123,9 @@ class WeightDistribution(keras.callbacks.Callback):
         percentiles = _percentile_levels(percentiles)
         if log_dir is not None:
             log_dir = _checked_path("log_dir", log_dir, directory=True)
+            require(
+                "tensorflow", "tensorflow", "`WeightDistribution(log_dir=...)`"
+            )
         self.layers = layers
         self.percentile_levels = percentiles
         self.log_dir = log_dir
@@ -271,7 +277,7 @@ class WeightDistribution(keras.callbacks.Callback):
         Args:
             path: the image file to write (atomically), in the format its
                 extension names (`.png` when it has none; `.svg`, `.pdf`,
-                ... as matplotlib supports).
+                ... as matplotlib supports: `pip install 'keras-wc[plot]'`).
             layer: a series key from `layer_names`; default the first (the
                 first convolution, as in the paper's figures).
         """
@@ -423,6 +429,7 @@ def _write_atomically(path, write):
 
 def _image_path(path):
     """(the checked `path`, its image format from the extension)."""
+    require("matplotlib", "plot", "Plotting a `WeightDistribution`")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     path = _checked_path("path", path)

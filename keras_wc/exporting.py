@@ -4,7 +4,7 @@ The module is `exporting` so that the function can be `keras_wc.export`.
 """
 
 import functools
-import importlib.util
+import importlib
 import os
 import shutil
 import subprocess
@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from keras_wc import backend, tree
+from keras_wc.dependencies import require
 from keras_wc.folding import fold
 from keras_wc.validation import nearest_directory, path_argument
 
@@ -41,6 +42,10 @@ def export(model, path, format="tf_saved_model", *, overwrite=False):
     and, in both cases, the folded Keras model next to it, at `path` with its
     extension replaced by `.keras` (`serving/my_model/1.keras`,
     `model.keras`), loadable with plain `keras.saving.load_model`.
+
+    SavedModel and ONNX files are written by TensorFlow, which must be
+    installed whatever the backend (from JAX and PyTorch, `export` runs it in
+    a TensorFlow-backend subprocess).
 
     The export is all or nothing: both artifacts are written into a
     temporary directory beside `path` and then renamed into place, so a
@@ -74,7 +79,9 @@ def export(model, path, format="tf_saved_model", *, overwrite=False):
             directory goes (a SavedModel `path`, or a parent of `path`),
             whatever `overwrite`.
         PermissionError: the parent directory of `path` is not writable.
-        ImportError: `format="onnx"` without `tf2onnx` installed.
+        ImportError: TensorFlow is not installed (`pip install
+            'keras-wc[tensorflow]'`), or for `format="onnx"` TensorFlow or
+            `tf2onnx` (`pip install 'keras-wc[onnx]'`).
 
     Every argument and the target are checked before anything is written.
 
@@ -100,11 +107,11 @@ def export(model, path, format="tf_saved_model", *, overwrite=False):
     modules = _class_modules(model)
     targets = _Targets(path, format)
     targets.check(overwrite)
-    if format == "onnx" and importlib.util.find_spec("tf2onnx") is None:
-        raise ImportError(
-            '`format="onnx"` needs the `tf2onnx` package: '
-            "`pip install tf2onnx onnxruntime`."
-        )
+    # Both formats are written by TensorFlow, from any backend.
+    feature = f'`keras_wc.export(format="{format}")`'
+    require("tensorflow", "onnx" if format == "onnx" else "tensorflow", feature)
+    if format == "onnx":
+        require("tf2onnx", "onnx", feature)
     folded = fold(model)
     targets.write(functools.partial(_write, folded, format, modules))
     return folded

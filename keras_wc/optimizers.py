@@ -184,7 +184,8 @@ def _native_kind(layer, *tensors):
     """The fused kernels' kind of the layer's compander if they compute the
     modified step of its kernel here (`keras_wc.native.kind`), else None."""
     values = [t.value if isinstance(t, keras.Variable) else t for t in tensors]
-    return native.kind(layer.compander) if native.usable(*values) else None
+    kind = native.kind(layer.compander)
+    return kind if kind is not None and native.usable(*values) else None
 
 
 def _scales(layer):

@@ -172,3 +172,21 @@ def skip_unless_cpu_runs():
             pytest.skip("; ".join(reasons))
 
     return check
+
+
+@pytest.fixture
+def hide_package(monkeypatch):
+    """`hide_package(name)`: keras_wc's dependency check
+    (`keras_wc.dependencies.require`) then finds no package `name`."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def hide(name):
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda module, *a: None if module == name else real(module, *a),
+        )
+
+    return hide

@@ -177,6 +177,31 @@ def test_unknown_layer_and_plot_errors(tmp_path):
         empty.plot_scales(tmp_path / "x.png")
 
 
+@pytest.mark.parametrize(
+    "module, extra, use",
+    [
+        (
+            "tensorflow",
+            "tensorflow",
+            lambda tmp: callbacks.WeightDistribution(log_dir=tmp / "tb"),
+        ),
+        (
+            "matplotlib",
+            "plot",
+            lambda tmp: callbacks.WeightDistribution().plot(tmp / "w.png"),
+        ),
+    ],
+    ids=["log_dir", "plot"],
+)
+def test_a_missing_package_raises_naming_the_extra(
+    tmp_path, hide_package, module, extra, use
+):
+    hide_package(module)
+    with pytest.raises(ImportError, match=rf"'keras-wc\[{extra}\]'"):
+        use(tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_log_dir_that_is_a_file_raises_before_training(tmp_path):
     """It used to fail in the first epoch, inside `fit`."""
     (tmp_path / "tb").write_text("a file")

@@ -202,16 +202,23 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, name, method):
         assert architectures.max_relative_difference(expected, actual) < 1e-5
 
 
-def test_onnx_without_tf2onnx_raises(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "tf2onnx" else real(name, *a),
-    )
+@pytest.mark.parametrize(
+    "module, extra, format, path",
+    [
+        ("tensorflow", "tensorflow", "tf_saved_model", "serving/1"),
+        ("tensorflow", "onnx", "onnx", "model.onnx"),
+        ("tf2onnx", "onnx", "onnx", "model.onnx"),
+    ],
+)
+def test_a_missing_package_raises_naming_the_extra_before_writing(
+    tmp_path, hide_package, module, extra, format, path
+):
+    hide_package(module)
     model = architectures.build("sequential")
-    with pytest.raises(ImportError, match="pip install tf2onnx onnxruntime"):
-        export_lib.export(model, "unused.onnx", format="onnx")
+    message = rf"needs the `{module}` package.*'keras-wc\[{extra}\]'"
+    with pytest.raises(ImportError, match=message):
+        export_lib.export(model, tmp_path / path, format=format)
+    assert os.listdir(tmp_path) == []
 
 
 def test_unknown_format_raises():

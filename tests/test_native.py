@@ -4,6 +4,7 @@ mode) against the `keras.ops` path they replace."""
 
 import math
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -31,7 +32,52 @@ def _tensor(array):
 def test_the_install_step_built_the_kernels():
     """`make install` (setup.py's optional extension) builds the library on
     a machine with a C compiler, as CI's is: the lean step is fused there."""
-    assert native.available()
+    assert native.available(), native.why_unavailable()
+    assert native.why_unavailable() is None
+
+
+def test_why_the_library_is_unavailable(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_library_path", lambda: None)
+    library, reason = native._load()
+    assert library is None
+    assert "no compiled kernels" in reason and "--no-binary" in reason
+    broken = tmp_path / "_kernels.so"
+    broken.write_text("not a library")
+    monkeypatch.setattr(native, "_library_path", lambda: str(broken))
+    library, reason = native._load()
+    assert library is None
+    assert f"{broken} does not load" in reason and "--no-binary" in reason
+
+
+@pytest.fixture
+def without_library(monkeypatch):
+    """The kernels' library missing, its one-time warning not yet given."""
+    monkeypatch.setattr(native, "_LIBRARY", None)
+    monkeypatch.setattr(native, "_UNAVAILABLE", "(the reason).")
+    monkeypatch.setattr(native, "_warned", False)
+
+
+@torch_only
+def test_a_missing_library_warns_once_on_the_first_fused_step(
+    without_library, monkeypatch
+):
+    x = _x((4, 6))
+    erf = keras_wc.WCDense(3, compander=keras_wc.companders.Erf())
+    arctan = keras_wc.WCDense(3, a=1.0, b=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        erf(x)  # the kernels do not compute erf: nothing is missing here
+        monkeypatch.setenv("KERAS_WC_NATIVE", "0")
+        arctan(x)  # the keras.ops path, chosen
+    monkeypatch.delenv("KERAS_WC_NATIVE")
+    with pytest.warns(UserWarning, match=r"not available: \(the reason\)"):
+        want = arctan(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = arctan(x)
+    with reference_path():
+        np.testing.assert_allclose(got, arctan(x), rtol=1e-6)
+    np.testing.assert_allclose(got, want)
 
 
 # Sizes: odd, within one block, several blocks, and split over threads

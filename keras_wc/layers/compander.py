@@ -467,7 +467,8 @@ def _fixed_forward(compander, v, a, b, l2=None):
 def _native_kind(compander, v):
     """The fused C kernels' kind of `compander` if they compute Ψ(v) here
     (`keras_wc.native.kind`), else None."""
-    return native.kind(compander) if native.usable(v) else None
+    kind = native.kind(compander)
+    return kind if kind is not None and native.usable(v) else None
 
 
 def _native_fixed_forward(kind, v, a, b, l2):

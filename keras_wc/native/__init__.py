@@ -8,13 +8,17 @@ penalty Σ Ψ(v)², the backward pass (∂L/∂Ψ(v) + 2λ·g_p·Ψ(v))·Ψ'(v),
 sums of learnable a, b's gradients, ∂L/∂Ψ(v) for the modified optimizers,
 and the modified Adam's step on ∂L/∂Ψ(v) scaled by Ψ'(v).
 
-The library is built by the package's install step (`setup.py`, as an
-optional extension: without a C compiler the install still succeeds) and
-loaded with ctypes. Where it is missing, or for any other compander,
-dtype, device or backend, the layers take their `keras.ops` path, the one
-the tests compare these kernels with (`reference_path()`). They are also
-off inside `disabled()` and with the environment variable
-`KERAS_WC_NATIVE=0`.
+The library is a plain C library loaded with ctypes. keras-wc's Linux
+x86-64 wheels (manylinux) carry it built; the pure-Python wheel, which pip
+takes on other platforms, does not; an install from source builds it
+(`setup.py`, as an optional extension: without a C compiler the install
+still succeeds, without it). Where it is missing, or for any other
+compander, dtype, device or backend, the layers take their `keras.ops`
+path, the one the tests compare these kernels with (`reference_path()`).
+`available()` says whether it loads and `why_unavailable()` why not; on
+PyTorch, the first step that would have run the kernels warns once. They
+are also off inside `disabled()` and with the environment variable
+`KERAS_WC_NATIVE=0` (which also builds a wheel without them).
 
 Example:
 
@@ -25,9 +29,8 @@ True
 import contextlib
 import contextvars
 import ctypes
-import glob
-import importlib.machinery
 import os
+import warnings
 
 import keras
 
@@ -58,38 +61,81 @@ _ARCTAN, _POWERPROP = 0, 1
 
 
 def _library_path():
-    folder = os.path.dirname(__file__)
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        found = glob.glob(os.path.join(folder, "_kernels" + suffix))
-        if found:
-            return found[0]
-    return None
+    # The one name setup.py gives it, for every Python (a library under
+    # another name is a stale build).
+    path = os.path.join(os.path.dirname(__file__), "_kernels.so")
+    return path if os.path.exists(path) else None
+
+
+_REBUILD = (
+    "To build them, install keras-wc from its source distribution on a "
+    "machine with a C compiler (`pip install --force-reinstall --no-deps "
+    "--no-binary keras-wc keras-wc`; in a checkout: `python setup.py "
+    "build_ext --inplace`)."
+)
 
 
 def _load():
+    """(the library or None, why it is None)."""
     path = _library_path()
     if path is None:
-        return None
+        return None, (
+            "this installation has no compiled kernels: it is the pure-Python "
+            "wheel (the one pip takes where no wheel with the kernels fits "
+            "the platform) or was built from source without a C compiler. "
+            + _REBUILD
+        )
     try:
         library = ctypes.CDLL(path)
-        if library.kwc_abi_version() != _ABI_VERSION:
-            return None
+        found = library.kwc_abi_version()
+        if found != _ABI_VERSION:
+            return None, (
+                f"{path} was built from another version of keras-wc (its "
+                f"interface is version {found}, this keras-wc needs "
+                f"{_ABI_VERSION}). " + _REBUILD
+            )
         for name, (argtypes, restype) in _SIGNATURES.items():
             function = getattr(library, name)
             function.argtypes = argtypes
             function.restype = restype
-    except (OSError, AttributeError):
-        return None
-    return library
+    except (OSError, AttributeError) as error:
+        return None, f"{path} does not load ({error}). " + _REBUILD
+    return library, None
 
 
-_LIBRARY = _load()
+_LIBRARY, _UNAVAILABLE = _load()
+_warned = False
 
 
 def available():
     """Whether the kernels' library was built and loads (whatever the
-    backend; they run on PyTorch only)."""
+    backend; they run on PyTorch only). `why_unavailable()` says why not."""
     return _LIBRARY is not None
+
+
+def why_unavailable():
+    """Why the kernels' library is missing or does not load, and how to
+    build it; None where it loads.
+
+    On the PyTorch backend, the first step that would have run them warns
+    once with this reason (`KERAS_WC_NATIVE=0` takes the `keras.ops` path
+    without the warning).
+    """
+    return _UNAVAILABLE
+
+
+def _warn_unavailable():
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    warnings.warn(
+        "keras_wc's fused C kernels for the PyTorch backend are not "
+        f"available: {_UNAVAILABLE} Training takes the `keras.ops` path "
+        "instead (the same results, slower: see `keras_wc.native`); "
+        "KERAS_WC_NATIVE=0 chooses that path without this warning.",
+        stacklevel=2,
+    )
 
 
 @contextlib.contextmanager
@@ -108,8 +154,9 @@ def usable(*tensors):
     backend is PyTorch, each tensor is a float32 CPU tensor holding values
     (not a shape-only tensor of Keras's tracing, nor traced by
     `torch.compile`, which fuses by itself), outside `disabled()` and
-    `KERAS_WC_NATIVE=0`."""
-    if _LIBRARY is None or keras.backend.backend() != "torch":
+    `KERAS_WC_NATIVE=0`. Where only the library is missing, warns once
+    (`why_unavailable()`)."""
+    if keras.backend.backend() != "torch":
         return False
     import torch
     from torch._subclasses.fake_tensor import FakeTensor
@@ -120,13 +167,18 @@ def usable(*tensors):
         return False
     if _DISABLED.get() or os.environ.get("KERAS_WC_NATIVE", "1") == "0":
         return False
-    return all(
+    if not all(
         isinstance(t, torch.Tensor)
         and not isinstance(t, FakeTensor)
         and t.device.type == "cpu"
         and t.dtype == torch.float32
         for t in tensors
-    )
+    ):
+        return False
+    if _LIBRARY is None:
+        _warn_unavailable()
+        return False
+    return True
 
 
 def kind(compander):
