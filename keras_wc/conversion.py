@@ -190,7 +190,8 @@ def convert(
         cls.adopt(node.layer, **_with_scales(layer_kwargs, scales))
     records.sync(target)
     if inplace and plan:
-        _reset_compiled_state(target)
+        tree.drop_traced_functions(target)
+        _rebuild_optimizer(target)
 
     report = ConversionReport(method, options, tuple(entries))
     logger.info("%s", report)
@@ -608,12 +609,11 @@ def _check_range(plan, options):
     )
 
 
-def _reset_compiled_state(model):
-    """Makes a compiled model train the new variables: drops its traced
-    functions and rebuilds an optimizer that holds state for the old ones."""
+def _rebuild_optimizer(model):
+    """Makes a compiled model train the new variables: rebuilds an optimizer
+    that holds state for the old ones."""
     if not getattr(model, "compiled", False):
         return
-    tree.drop_traced_functions(model)
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and optimizer.built:
         model.optimizer = type(optimizer).from_config(optimizer.get_config())

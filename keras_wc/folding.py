@@ -11,7 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_wc import rebuilding, records, tree
+from keras_wc import internals, rebuilding, records, tree
 from keras_wc.layers.compander import SharedCompander
 from keras_wc.layers.layouts import (
     KERNEL_LAYERS,
@@ -24,7 +24,6 @@ from keras_wc.layers.recurrent import RecurrentMixin
 from keras_wc.layers.reparameterized import (
     KERNEL_NAMES,
     ReparameterizedLayer,
-    set_class,
     unlocked_tracking,
 )
 
@@ -142,6 +141,7 @@ def fold_in_place(layer):
     for node in reversed(list(tree.walk(layer))):
         records.sync(node.layer)
     records.sync(layer)
+    tree.drop_traced_functions(layer)
     return layer
 
 
@@ -226,10 +226,10 @@ def _batch_norm_stand_in(mobn):
 
 
 def _fill_batch_norm_stand_in(mobn, bn):
-    bn.moving_mean.assign(mobn.moving_mean)
+    rebuilding.assign_copy(bn.moving_mean, mobn.moving_mean)
     bn.moving_variance.assign(ops.ones(bn.moving_variance.shape))
     if mobn.beta is not None:
-        bn.beta.assign(mobn.beta)
+        rebuilding.assign_copy(bn.beta, mobn.beta)
 
 
 def _to_batch_norm_in_place(mobn):
@@ -249,7 +249,7 @@ def _to_batch_norm_in_place(mobn):
     own = {k for k in vars(mobn) if k not in base and k[:6] != "_self_"}
     wanted = {k for k in vars(stand_in) if k not in base and k[:6] != "_self_"}
     variables = ("gamma", "beta", "moving_mean", "moving_variance")
-    set_class(mobn, keras.layers.BatchNormalization)
+    internals.change_class(mobn, keras.layers.BatchNormalization)
     with unlocked_tracking(mobn):
         moving_variance = mobn.add_weight(
             name="moving_variance",

@@ -5,12 +5,15 @@ openai/weightnorm `tensorflow/nn.py` (the formulas) and `lasagne/train.py`
 (one init pass on the first 500 training examples before training).
 """
 
+import contextlib
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_wc import backend, tree
-from keras_wc.layers.weight_norm import init_pass
+from keras_wc.layers.weight_norm import WeightNormMixin, init_pass
 
 
 def initialize(model, data, *, num_samples=None):
@@ -26,7 +29,12 @@ def initialize(model, data, *, num_samples=None):
     the pass each initialized layer's pre-activations on the init batch have
     mean 0 and standard deviation `init_scale` per unit. This works for
     Sequential, Functional, nested, shared and subclassed models alike; a
-    shared layer is initialized on its first call.
+    shared layer is initialized on its first call. A WN layer inside
+    `TimeDistributed` is initialized on all time steps of the init batch
+    (the pass folds the time axis into the batch axis there; a
+    `MeanOnlyBatchNorm` inside the same `TimeDistributed` then uses the
+    mean over all time steps too). The init batch needs at least 2 samples
+    (a variance over one sample is 0).
 
     Initialization happens once: layers whose flag is set (initialized
     before, or loaded from a saved initialized model) are left alone, so a
@@ -112,7 +120,7 @@ def initialize(model, data, *, num_samples=None):
     x = _init_batch(data, num_samples)
     _check_values(x)
     _check_inputs(model, x)
-    with init_pass() as state:
+    with init_pass() as state, _time_steps_as_samples(model):
         outputs = model(x, training=False)
         # Raising here makes `init_pass` restore every assigned variable.
         _check_pass(model, state.layers, outputs, x)
@@ -121,6 +129,59 @@ def initialize(model, data, *, num_samples=None):
         # at the "not initialized" error) must not be reused.
         tree.drop_traced_functions(model)
     return [layer.name for layer in state.layers]
+
+
+@contextlib.contextmanager
+def _time_steps_as_samples(model):
+    """During the init pass, each `TimeDistributed` layer holding an
+    uninitialized WN layer calls its layer once on all time steps, the time
+    axis folded into the batch: `TimeDistributed` calls its layer on one
+    time step after the other, which would initialize it on the first
+    step's statistics alone. Its output is the same (the layer computes
+    each sample on its own), and the statistics are those of every time
+    step of every sample of the init batch."""
+    wrappers = [
+        node.layer
+        for node in tree.walk(model)
+        if isinstance(node.layer, keras.layers.TimeDistributed)
+        and _holds_uninitialized(node.layer.layer)
+    ]
+    for wrapper in wrappers:
+        object.__setattr__(wrapper, "call", _folded_call(wrapper))
+    try:
+        yield
+    finally:
+        for wrapper in wrappers:
+            object.__delattr__(wrapper, "call")
+
+
+def _holds_uninitialized(layer):
+    layers = [layer] + [node.layer for node in tree.walk(layer)]
+    return any(
+        isinstance(x, WeightNormMixin) and not x.is_initialized()
+        for x in layers
+    )
+
+
+def _folded_call(wrapper):
+    """`wrapper.call` (a `TimeDistributed`) with the time axis folded into
+    the batch axis."""
+    layer = wrapper.layer
+    takes = inspect.signature(layer.call).parameters
+
+    def call(inputs, training=None, mask=None):
+        def fold(t):
+            return ops.reshape(t, (-1, *t.shape[2:]))
+
+        kwargs = {}
+        if "training" in takes:
+            kwargs["training"] = training
+        if "mask" in takes and mask is not None:
+            kwargs["mask"] = fold(mask)
+        outputs = layer.call(fold(inputs), **kwargs)
+        return ops.reshape(outputs, (*inputs.shape[:2], *outputs.shape[1:]))
+
+    return call
 
 
 def _is_batch(data):

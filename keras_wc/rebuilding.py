@@ -168,10 +168,20 @@ def copy_weights(source, target):
             f"{[tuple(w.shape) for w in source_weights][:8]}...."
         )
     for s, t in zip(source_weights, target_weights, strict=True):
-        t.assign(s)
+        assign_copy(t, s)
     for layer in target._flatten_layers():
         if layer.built and hasattr(layer, "is_initialized"):
             layer.is_initialized()  # a WN layer's mirror of its flag
+
+
+def assign_copy(target, source):
+    """`target.assign(source)` where `target` gets storage of its own.
+
+    On JAX a variable assigned another's value holds the same device buffer,
+    and Keras's JAX training steps donate the buffers of the model they
+    train: training a copy that shared them would delete the original's.
+    """
+    target.assign(keras.ops.copy(source))
 
 
 def copy_model(model):

@@ -62,12 +62,21 @@ def check_model(model, function):
         )
 
 
-def drop_traced_functions(model):
-    """Makes a model's next `fit`/`evaluate`/`predict` trace anew (after
-    its variables or their meaning changed)."""
-    for attribute in ("train_function", "test_function", "predict_function"):
-        if getattr(model, attribute, None) is not None:
-            setattr(model, attribute, None)
+def drop_traced_functions(root):
+    """Makes the next `fit`/`evaluate`/`predict` of `root` and of every
+    model below it trace anew (after their variables or the layers' classes
+    changed): a function traced before would compute the old model."""
+    models = [root] + [
+        node.layer for node in walk(root) if isinstance(node.layer, keras.Model)
+    ]
+    for model in models:
+        for attribute in (
+            "train_function",
+            "test_function",
+            "predict_function",
+        ):
+            if getattr(model, attribute, None) is not None:
+                setattr(model, attribute, None)
 
 
 def children(layer):

@@ -12,12 +12,9 @@ loop over time steps (`ReparameterizedLayer.call_scope`): the cell reads
 `implementation=1`.
 """
 
+from keras_wc import internals
 from keras_wc.layers.layouts import RECURRENT_LAYERS, plain_parent
-from keras_wc.layers.reparameterized import (
-    check_adoptable,
-    mark_change,
-    set_class,
-)
+from keras_wc.layers.reparameterized import check_adoptable, mark_change
 
 
 class RecurrentMixin:
@@ -65,7 +62,7 @@ class RecurrentMixin:
         cls.CELL_CLASS.adopt(
             layer.cell, keep_function=keep_function, **options
         )
-        set_class(layer, cls)
+        internals.change_class(layer, cls)
         mark_change(layer, "adopted")
         return layer
 
@@ -73,6 +70,6 @@ class RecurrentMixin:
         """Turns the layer and its cell back into the plain Keras classes,
         in place; see `ReparameterizedLayer.release`."""
         self.cell.release()
-        set_class(self, plain_parent(type(self)))
+        internals.change_class(self, plain_parent(type(self)))
         mark_change(self, "released")
         return self

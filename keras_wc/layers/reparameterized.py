@@ -13,13 +13,18 @@ compute path. The mechanism hooks the parent class at two public points:
   and `recurrent_kernel` are properties returning the effective kernel, so
   the parent's own `call` applies it.
 
-Each call of the layer is one scope: the first read of a kernel in the call
-computes it (and its weight-decay penalty, added once with `add_loss`), and
-later reads in the same call reuse it, however often the parent reads its
-kernel. Nothing is ever assigned to a kernel variable in the forward pass
-and nothing is kept on the layer between calls. Saving stores the raw
-variables (the parents' `save_own_variables` would store the effective
-kernel and load it into the raw variable).
+Each call of the layer is one scope (the layer's `call` opens it, so it
+holds also when a wrapper such as `TimeDistributed` calls `call` directly):
+the first read of a kernel in the call computes it, with its weight-decay
+penalty, and later reads in the same call reuse it, however often the
+parent reads its kernel. When the call ends, the penalties it computed are
+added with `add_loss`, once per model call whatever the number of times
+the layer is called in it (a shared layer, a layer in `TimeDistributed`),
+as Keras counts a plain layer's regularizer. Reading a kernel outside a
+call only computes it. Nothing is ever assigned to a kernel variable in the
+forward pass and nothing is kept on the layer between calls. Saving stores
+the raw variables (the parents' `save_own_variables` would store the
+effective kernel and load it into the raw variable).
 
 The effective kernel, its penalty and their gradients are computed by a
 lean path by default: closed-form gradients, the L2 penalty fused into the
@@ -36,11 +41,13 @@ keras_wc class), and turns back into the plain layer with `release`.
 
 import contextlib
 import contextvars
+import functools
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_wc import internals
 from keras_wc.layers.layouts import layout_of, plain_parent
 
 KERNEL_NAMES = (
@@ -143,14 +150,14 @@ def _kernel_property(name):
     def getter(self):
         if name not in self._raw_kernels:
             raise AttributeError(self._missing_attribute(name))
-        cache = self._kernel_cache
-        if cache is None:
+        scope = self._scope
+        if scope is None:
             return ops.cast(self._effective_kernel(name), self.compute_dtype)
-        if name not in cache:
-            cache[name] = ops.cast(
-                self._kernel_for_call(name), self.compute_dtype
+        if name not in scope.kernels:
+            scope.kernels[name] = ops.cast(
+                self._kernel_in_scope(name, scope), self.compute_dtype
             )
-        return cache[name]
+        return scope.kernels[name]
 
     def setter(self, value):
         # The parent's `build` stores what `add_weight` returned, i.e. the
@@ -197,6 +204,29 @@ class EffectiveRegularizer:
         return self.regularizer(self.layer._effective_kernel(self.name))
 
 
+class _CallScope:
+    """What one call of a layer computed: its kernels, and the penalties
+    to add when the call ends (none if `penalize` is false)."""
+
+    def __init__(self, penalize=True):
+        self.kernels = {}
+        self.penalties = {}
+        self.penalize = penalize
+
+
+def _call_in_scope(call):
+    """`call` run in the layer's call scope; Keras reads the signature of
+    the wrapped `call` (`training`, `mask`)."""
+
+    @functools.wraps(call)
+    def scoped_call(self, *args, **kwargs):
+        with self.call_scope(precompute=False):
+            return call(self, *args, **kwargs)
+
+    scoped_call.opens_call_scope = True
+    return scoped_call
+
+
 class ReparameterizedLayer:
     """Mixin for a Keras kernel layer with reparameterized kernel(s).
 
@@ -232,6 +262,16 @@ class ReparameterizedLayer:
     pointwise_v = _raw_property("pointwise_kernel")
     recurrent_v = _raw_property("recurrent_kernel")
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Every layer class's `call` opens the call scope (see the module
+        # docstring), whichever class along its bases defines `call`.
+        call = getattr(cls, "call", None)
+        if issubclass(cls, keras.layers.Layer) and not getattr(
+            call, "opens_call_scope", False
+        ):
+            cls.call = _call_in_scope(call)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         _check_plain_features(self)
@@ -248,11 +288,13 @@ class ReparameterizedLayer:
         # call computes (one evaluation of the reparameterization per step
         # instead of a second one for the penalty).
         self._call_regularizers = {}
-        # Set on every call: bypasses attribute tracking.
-        object.__setattr__(self, "_kernel_cache", None)
-        # The penalty tensors of the last call, per kernel (see
-        # `_kernel_for_call`).
+        # The `_CallScope` of the call under way (set past attribute
+        # tracking).
+        object.__setattr__(self, "_scope", None)
+        # The penalty tensors last added, per kernel (see `_add_penalties`),
+        # and the model call they were added in.
         object.__setattr__(self, "_penalties", {})
+        object.__setattr__(self, "_penalized_call", None)
 
     @classmethod
     def _parse_options(cls, layer, **options):
@@ -356,60 +398,92 @@ class ReparameterizedLayer:
     def _build_reparameterization(self):
         pass
 
-    # `__call__`, not `call`: Keras reads the parent's `call` signature
-    # (input names, `training`), which an override with *args would hide.
-    def __call__(self, *args, **kwargs):
-        with self.call_scope(precompute=False):
-            return super().__call__(*args, **kwargs)
-
     @contextlib.contextmanager
     def call_scope(self, precompute=True):
         """One call's scope: each kernel is computed once inside it.
 
-        The first read of a kernel computes it and adds its weight-decay
-        penalty (`add_loss`); later reads reuse it. Nested scopes join the
-        outer one, so a recurrent cell called at every time step inside its
-        RNN layer's scope computes its kernels once per RNN call.
+        The first read of a kernel computes it, with its weight-decay
+        penalty if it has one; later reads reuse it. When the scope ends
+        without an error, its penalties are added (`_add_penalties`). Nested
+        scopes join the outer one, so a recurrent cell called at every time
+        step inside its RNN layer's scope computes its kernels once per RNN
+        call.
 
         Args:
             precompute: compute every kernel on entry (an RNN layer does, so
                 that no kernel is first computed inside its loop).
         """
-        if self._kernel_cache is not None:
+        if self._scope is not None:
             yield
             return
-        object.__setattr__(self, "_kernel_cache", {})
+        scope = _CallScope()
+        object.__setattr__(self, "_scope", scope)
         try:
             if precompute and self.built:
                 for name in self._raw_kernels:
                     getattr(self, name)
             yield
         finally:
-            object.__setattr__(self, "_kernel_cache", None)
+            object.__setattr__(self, "_scope", None)
+        self._add_penalties(scope.penalties)
 
-    def _kernel_for_call(self, name):
+    @contextlib.contextmanager
+    def unpenalized_scope(self):
+        """A scope of its own, whose kernels add no penalty (for a pass
+        through the layer that is not part of its function, such as WN's
+        data-dependent init)."""
+        outer = self._scope
+        object.__setattr__(self, "_scope", _CallScope(penalize=False))
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_scope", outer)
+
+    def _kernel_in_scope(self, name, scope):
+        """The effective kernel `name` for a call, its penalty kept in
+        `scope`."""
         regularizer = self._call_regularizers.get(name)
-        if regularizer is None:
+        if regularizer is None or not scope.penalize:
             return self._effective_kernel(name)
-        kernel, penalty = self._kernel_and_penalty(name, regularizer)
-        self._add_penalty(name, penalty)
+        kernel, scope.penalties[name] = self._kernel_and_penalty(
+            name, regularizer
+        )
         return kernel
 
-    def _add_penalty(self, name, penalty):
-        """`add_loss(penalty)` for kernel `name`, the tensor kept until the
-        kernel's next penalty replaces it.
+    def _penalize(self, name, penalty):
+        """Adds `penalty` of kernel `name` to the call under way (for a call
+        that computes it without the kernel)."""
+        if self._scope is not None and self._scope.penalize:
+            self._scope.penalties[name] = penalty
 
-        Inside a stateless scope (JAX's training step) Keras matches a
-        layer's losses by `id()` and, when a layer is called, drops from
-        the scope every loss whose id is among those the layer added last
-        time: once those tensors are freed, CPython may give their ids to
-        the penalty of a layer called before it in the same step, which
-        Keras then drops (seen on eager JAX: a penalty missing from the
-        loss in about 1 of 100 runs). Kept alive, the old tensors' ids
-        cannot be reused.
+    def _add_penalties(self, penalties):
+        """`add_loss` of each penalty, once per model call.
+
+        A layer called several times in one model call (shared, or called
+        at each step by `TimeDistributed`) adds each kernel's penalty once,
+        as Keras evaluates a plain layer's regularizer once
+        (`keras_wc.internals.current_call`).
+
+        The tensors stay referenced until the next ones replace them: inside
+        a stateless scope (JAX's training step) Keras matches a layer's
+        losses by `id()` and, when a layer is called, drops from the scope
+        every loss whose id is among those the layer added last time: once
+        those tensors are freed, CPython may give their ids to the penalty
+        of a layer called before it in the same step, which Keras then drops
+        (seen on eager JAX: a penalty missing from the loss in about 1 of 100
+        runs). Kept alive, the old tensors' ids cannot be reused.
         """
-        self.add_loss(penalty)
-        self._penalties[name] = penalty
+        if not penalties:
+            return
+        call = internals.current_call()
+        same_call = call is not None and call is self._penalized_call
+        added = dict(self._penalties) if same_call else {}
+        for name, penalty in penalties.items():
+            if name not in added:
+                self.add_loss(penalty)
+                added[name] = penalty
+        object.__setattr__(self, "_penalized_call", call)
+        object.__setattr__(self, "_penalties", added)
 
     def _add_raw_weight(self, kernel_name, name, shape, initializer, **kwargs):
         # Raw variables stay float32 and are never autocast: the effective
@@ -545,7 +619,7 @@ class ReparameterizedLayer:
             for attr in ("lora_kernel_a", "lora_kernel_b")
             if getattr(layer, "lora_enabled", False)
         ]
-        set_class(layer, cls)
+        internals.change_class(layer, cls)
         with unlocked_tracking(layer):
             layer._init_mechanism()
             layer._set_options(options)
@@ -608,7 +682,7 @@ class ReparameterizedLayer:
             for name in _MECHANISM_ATTRIBUTES + type(self)._OPTION_ATTRIBUTES
             if name in self.__dict__
         ]
-        set_class(self, parent)
+        internals.change_class(self, parent)
         with unlocked_tracking(self):
             for name, group in groups.items():
                 initializer, regularizer, constraint = specs[name]
@@ -658,36 +732,6 @@ def check_adoptable(cls, layer):
     return parent
 
 
-def set_class(layer, cls):
-    """Changes the class of `layer` to `cls`, in place.
-
-    Keras binds a wrapper of `build` and `quantize` to every layer when it
-    is created (`Layer.__new__`: name scope, build config, state lock); the
-    wrappers are re-pointed at `cls`'s methods, so that the layer builds
-    (and refuses quantization) as an instance of `cls` would.
-    """
-    layer.__class__ = cls
-    for name in ("build", "quantize"):
-        wrapper = layer.__dict__.get(name)
-        wrapped = getattr(wrapper, "__wrapped__", None)
-        if wrapped is None:
-            continue
-        method = getattr(cls, name).__get__(layer, cls)
-        cells = [
-            cell
-            for cell in wrapper.__closure__ or ()
-            if cell.cell_contents is wrapped
-        ]
-        if len(cells) != 1:
-            raise RuntimeError(
-                f"keras_wc cannot re-point the `{name}` wrapper Keras binds "
-                f"to layer '{layer.name}' at {cls.__name__}.{name}: this "
-                f"Keras version ({keras.__version__}) wraps it differently."
-            )
-        cells[0].cell_contents = method
-        wrapper.__wrapped__ = method
-
-
 # How a layer differs from what its own class or config builds, when it was
 # changed in place: "adopted" (built plain, now reparameterized) or
 # "released" (built reparameterized, now plain). `keras_wc.records` reads it.
@@ -726,8 +770,9 @@ _MECHANISM_ATTRIBUTES = (
     "_raw_groups",
     "_kernel_specs",
     "_call_regularizers",
-    "_kernel_cache",
+    "_scope",
     "_penalties",
+    "_penalized_call",
 )
 
 

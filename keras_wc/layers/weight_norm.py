@@ -620,7 +620,7 @@ class WeightNormMixin(WeightNormCore):
         regularizer = self._call_regularizers.get("kernel")
         if regularizer is not None:
             # ‖w_j‖² = g_j²·ratio_j: the L2 penalty without the kernel.
-            self._add_penalty(
+            self._penalize(
                 "kernel", regularizer.l2 * ops.sum(ops.square(gain) * ratio)
             )
         scale = gain * inv
@@ -662,15 +662,14 @@ class WeightNormMixin(WeightNormCore):
         if bias is not None:
             backend.assign(bias, ops.zeros(bias.shape, bias.dtype))
         # t: the parent's own computation with the kernel v/‖v‖, no bias,
-        # no activation and no regularization loss (outside the call scope).
-        activation, cache = self.activation, self._kernel_cache
+        # no activation and no regularization loss.
+        activation = self.activation
         self._direction_only, self.activation = True, None
-        object.__setattr__(self, "_kernel_cache", None)
         try:
-            t = ops.cast(super().call(inputs), "float32")
+            with self.unpenalized_scope():
+                t = ops.cast(super().call(inputs), "float32")
         finally:
             self._direction_only, self.activation = False, activation
-            object.__setattr__(self, "_kernel_cache", cache)
         ndim = len(t.shape)
         units, perm = self._output_units(ndim)
         reduced = [a for a in range(ndim) if a not in units]

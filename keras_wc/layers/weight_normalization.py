@@ -6,6 +6,13 @@ from keras_wc.layers import wn
 from keras_wc.layers.layouts import SUPPORTED_LAYERS, layout_of
 
 
+class WeightNormalizationError(TypeError, ValueError):
+    """What `keras_wc.WeightNormalization` raises for a `layer` it cannot
+    normalize: a `TypeError` (the type is wrong) that is also the
+    `ValueError` tensorflow-addons raised there, so code catching either
+    keeps working."""
+
+
 def WeightNormalization(layer, data_init=True, **kwargs):  # noqa: N802
     """tfa's `WeightNormalization(layer, data_init=True)`, done by keras_wc.
 
@@ -43,6 +50,12 @@ def WeightNormalization(layer, data_init=True, **kwargs):  # noqa: N802
     Returns:
         The new WN layer (`layer` itself is not changed).
 
+    Raises:
+        WeightNormalizationError: `layer` is not a Keras layer, or not one
+            of the classes above (a subclass of both `TypeError` and
+            `ValueError`, which tfa raised there).
+        TypeError: a bad `data_init` or an unknown argument.
+
     Example:
 
     >>> model = keras.Sequential([
@@ -58,13 +71,13 @@ def WeightNormalization(layer, data_init=True, **kwargs):  # noqa: N802
     ['conv', 'logits']
     """
     if not isinstance(layer, keras.layers.Layer):
-        raise TypeError(
+        raise WeightNormalizationError(
             "`layer` must be a Keras layer. Received: "
             f"layer={layer!r} of type {type(layer).__name__}"
         )
     supported = [c for c in SUPPORTED_LAYERS if not layout_of(c).recurrent]
     if type(layer) not in supported:
-        raise TypeError(
+        raise WeightNormalizationError(
             "keras_wc.WeightNormalization supports the Keras layers "
             f"{', '.join(c.__name__ for c in supported)} (exactly these "
             "classes). Received: "
@@ -82,10 +95,20 @@ def WeightNormalization(layer, data_init=True, **kwargs):  # noqa: N802
             f"Unknown argument(s) {unknown} for keras_wc.WeightNormalization; "
             f"it takes `layer`, `data_init` and {sorted(allowed)}."
         )
+    # Built as the WN class itself, so that it is what a model's own code
+    # calling the wrapper rebuilds when it is loaded (a `.keras` file of the
+    # model, folded or not, then loads).
     target = getattr(wn, "WN" + type(layer).__name__)
-    new = type(layer).from_config({**layer.get_config(), **kwargs})
+    new = target.from_config(
+        {**layer.get_config(), **kwargs, "data_init": data_init}
+    )
     build_config = layer.get_build_config()
     if layer.built and build_config is not None:
         new.build_from_config(build_config)
-        new.set_weights(layer.get_weights())
-    return target.adopt(new, data_init=data_init)
+        for variable in layer.weights:
+            value = keras.ops.convert_to_numpy(variable)
+            if variable.name in new.layout.kernels:
+                new.assign_effective_kernel(variable.name, value)
+            else:
+                getattr(new, variable.name).assign(value)
+    return new
