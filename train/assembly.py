@@ -327,7 +327,7 @@ def compile_model(model, config, optimizer):
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=config.jit,
+        jit_compile="auto" if config.jit is None else config.jit,
         run_eagerly=config.run_eagerly,
     )
     return model

@@ -314,7 +314,8 @@ def build_parser():
     group.add_argument(
         "--jit",
         action=argparse.BooleanOptionalAction,
-        help="XLA-compile the train step" + _default("jit"),
+        help="XLA-compile the train step (default: Keras's choice for the "
+        "backend: always on JAX, off on TensorFlow's CPU and on PyTorch)",
     )
     group.add_argument(
         "--deterministic",

@@ -99,7 +99,9 @@ class Config:
     strategy: str = "default"
     logical_cpus: int | None = None
     mixed_precision: bool = False
-    jit: bool = False
+    # None: Keras's own choice for the backend (`jit_compile="auto"`): XLA
+    # on JAX, graph mode on TensorFlow's CPU, eager on PyTorch.
+    jit: bool | None = None
     deterministic: bool = True
     run_eagerly: bool = False
     verbose: str = "auto"
