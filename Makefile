@@ -37,9 +37,21 @@ TORCH_TESTS := tests/layers tests/test_backends.py tests/test_companders.py \
 	tests/test_native.py \
 	tests/test_optimizers.py tests/test_optimizer_options.py tests/test_reach.py \
 	tests/test_callbacks.py tests/test_export.py tests/models \
-	tests/train/test_run.py tests/train/test_finetune.py
+	tests/train/test_run.py tests/train/test_finetune.py \
+	tests/test_round_trips.py tests/test_internals.py
 
-test: test-tensorflow test-jax test-torch
+# Each backend in turn (stopping at the first that fails), then the time
+# each took.
+test: install
+	@status=0; times=""; \
+	for backend in tensorflow jax torch; do \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory test-$$backend || status=$$?; \
+	  times="$$times $$backend $$(( $$(date +%s) - start ))"; \
+	  [ $$status = 0 ] || break; \
+	done; \
+	echo "make test: seconds per backend:$$times"; \
+	exit $$status
 
 test-tensorflow: install
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -n 2 $(ARGS)

@@ -8,7 +8,11 @@ host devices (for `keras.distribution.DataParallel`).
 
 Tests that only make sense on one backend carry
 `@pytest.mark.backends("tensorflow", reason=...)`; on other backends they are
-skipped with that reason.
+skipped with that reason. Tests whose outcome cannot depend on the backend
+(argument parsing, files and reports, data pipelines that never call Keras,
+lint) carry `@pytest.mark.backend_independent` and run once, on TensorFlow
+(the backend `make test` runs first and in full): other backends deselect
+them.
 """
 
 import functools
@@ -24,6 +28,21 @@ if BACKEND == "jax":
         os.environ["XLA_FLAGS"] = (
             _flags + " --xla_force_host_platform_device_count=2"
         ).strip()
+    # One XLA compilation cache for the whole run, shared by the xdist
+    # workers (they inherit this process's environment): many tests compile
+    # the same computation (the same small model's step, the same
+    # initializer shape), which XLA then compiles once per run instead of
+    # once per test and worker. Keyed by the computation, so it changes
+    # compile time only. A directory given by the caller is kept.
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+            prefix="keras-wc-jax-cache-"
+        )
+        os.environ["KERAS_WC_TEST_OWNS_JAX_CACHE"] = str(os.getpid())
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -61,14 +80,36 @@ assert keras.backend.backend() == BACKEND, (
 )
 
 
+# The backend a backend-independent test runs on.
+REFERENCE_BACKEND = "tensorflow"
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "backends(*names, reason): runs only on these Keras backends",
     )
+    config.addinivalue_line(
+        "markers",
+        "backend_independent: its outcome cannot depend on the Keras "
+        f"backend; runs once, on {REFERENCE_BACKEND}",
+    )
+
+
+def pytest_unconfigure(config):
+    # The process that made the run's JAX compilation cache removes it.
+    if os.environ.get("KERAS_WC_TEST_OWNS_JAX_CACHE") == str(os.getpid()):
+        import shutil
+
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 
 def pytest_collection_modifyitems(config, items):
+    if BACKEND != REFERENCE_BACKEND:
+        once = [i for i in items if i.get_closest_marker("backend_independent")]
+        if once:
+            config.hook.pytest_deselected(items=once)
+            items[:] = [i for i in items if i not in once]
     for item in items:
         marker = item.get_closest_marker("backends")
         if marker is not None and BACKEND not in marker.args:

@@ -5,6 +5,7 @@ variables float32 under mixed precision.
 Each backend runs in its own process (`KERAS_BACKEND` is per process).
 """
 
+import fcntl
 import json
 import os
 import subprocess
@@ -29,7 +30,7 @@ _SCRIPT = textwrap.dedent(
     import keras
     import keras_wc
 
-    mode, directory = sys.argv[1], sys.argv[2]
+    mode, directories = sys.argv[1], sys.argv[2:]
     L = keras.layers
 
     def build(name):
@@ -57,7 +58,7 @@ _SCRIPT = textwrap.dedent(
 
     NAMES = ["wc", "wc-fine", "wc-coarse", "pp", "wn+mobn", "recurrent"]
     x = np.random.default_rng(1).standard_normal((3, 6, 4)).astype("f4")
-    for name in NAMES:
+    for directory, name in [(d, n) for d in directories for n in NAMES]:
         path = f"{directory}/{name}.keras"
         if mode == "save":
             model = build(name)
@@ -89,9 +90,9 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _run(backend, mode, directory):
+def _run(backend, mode, *directories):
     result = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, mode, os.fspath(directory)],
+        [sys.executable, "-c", _SCRIPT, mode, *map(os.fspath, directories)],
         env={
             **os.environ,
             "KERAS_BACKEND": backend,
@@ -107,16 +108,37 @@ def _run(backend, mode, directory):
     return report
 
 
+@pytest.fixture(scope="session")
+def saved_on_every_backend(tmp_path_factory):
+    """{backend: directory of the files saved on it}, saved once for all
+    xdist workers (one child process per backend)."""
+    shared = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent
+    with open(shared / "saved_on_every_backend.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        directories = {b: shared / f"saved-on-{b}" for b in BACKENDS}
+        for backend, directory in directories.items():
+            if not (directory / "done").exists():
+                directory.mkdir(exist_ok=True)
+                _run(backend, "save", directory)
+                (directory / "done").touch()
+    return directories
+
+
 @pytest.mark.slow
 @pytest.mark.backends(
     "tensorflow", reason="drives every backend in subprocesses, once"
 )
-@pytest.mark.parametrize("source", BACKENDS)
-def test_a_keras_file_loads_on_every_backend(source, tmp_path):
-    _run(source, "save", tmp_path)
-    for target in BACKENDS:
-        if target != source:
-            _run(target, "load", tmp_path)
+@pytest.mark.parametrize("target", BACKENDS)
+def test_a_keras_file_loads_on_every_backend(target, saved_on_every_backend):
+    # The files saved on each other backend, loaded on `target` (in one
+    # child process).
+    _run(
+        target,
+        "load",
+        *(d for b, d in saved_on_every_backend.items() if b != target),
+    )
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

@@ -13,6 +13,7 @@ RESULTS = os.path.join(
 )
 
 
+@pytest.mark.backend_independent
 def test_interleaved_returns_a_median_per_function():
     calls = []
     functions = {
@@ -25,12 +26,14 @@ def test_interleaved_returns_a_median_per_function():
     assert calls[4:] == ["a", "a", "b", "b"] * 3
 
 
+@pytest.mark.backend_independent
 def test_ratios_are_relative_to_the_base():
     ratios = speed._ratios({"plain": 2.0, "wc": 3.0})
     assert ratios["wc"]["ratio"] == pytest.approx(1.5)
     assert ratios["plain"]["ratio"] == 1.0
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_committed_speed_table_matches_its_json(backend):
     with open(os.path.join(RESULTS, f"speed-{backend}.json")) as f:
@@ -77,6 +80,7 @@ def test_quick_run_writes_this_backends_rows(tmp_path):
         assert set(row) == {"adam", "modified-adam"}
 
 
+@pytest.mark.backend_independent
 def test_committed_study_table_matches_its_json():
     with open(os.path.join(RESULTS, "study.json")) as f:
         report = json.load(f)

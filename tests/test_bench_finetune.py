@@ -17,12 +17,14 @@ def _report():
         return json.load(f)
 
 
+@pytest.mark.backend_independent
 def test_committed_table_matches_its_json():
     report = _report()
     with open(os.path.join(RESULTS, "finetune.md")) as f:
         assert f.read() == finetune.to_markdown(report)
 
 
+@pytest.mark.backend_independent
 def test_committed_study_is_complete_and_names_the_cpu():
     report = _report()
     assert report["seeds"] >= 3
@@ -43,6 +45,7 @@ def test_committed_study_is_complete_and_names_the_cpu():
         wc["exported"]["values"], wc["after"]["values"], strict=True))
 
 
+@pytest.mark.backend_independent
 def test_readme_quotes_the_committed_numbers():
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()

@@ -159,6 +159,7 @@ def test_unnamed_inputs_take_the_input_layer_name(tmp_path):
     assert list(serve.structured_input_signature[1]) == [model.layers[0].name]
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "path, expected",
     [
@@ -202,6 +203,7 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, name, method):
         assert architectures.max_relative_difference(expected, actual) < 1e-5
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "module, extra, format, path",
     [
@@ -221,6 +223,7 @@ def test_a_missing_package_raises_naming_the_extra_before_writing(
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.backend_independent
 def test_unknown_format_raises():
     model = architectures.build("sequential")
     with pytest.raises(
@@ -289,6 +292,7 @@ def _served_units(path):
     return int(serve(x=tf.zeros((1, 3)))["out"].shape[-1])
 
 
+@pytest.mark.backend_independent
 def test_an_existing_export_is_replaced_only_with_overwrite(tmp_path):
     path = tmp_path / "serving" / "1"
     export_lib.export(_plain(units=2), path)
@@ -304,6 +308,7 @@ def test_an_existing_export_is_replaced_only_with_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path / "serving")) == ["1", "1.keras"]
 
 
+@pytest.mark.backend_independent
 def test_an_empty_directory_is_a_free_target(tmp_path):
     (tmp_path / "1").mkdir()
     export_lib.export(_plain(), tmp_path / "1")
@@ -318,6 +323,7 @@ def _fail_on_save(monkeypatch):
     monkeypatch.setattr(keras.Model, "save", fail)
 
 
+@pytest.mark.backend_independent
 def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
     """The SavedModel is written first: a failure writing the .keras file
     used to leave it behind, half an export."""
@@ -327,6 +333,7 @@ def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.backend_independent
 def test_a_failed_overwrite_keeps_the_old_export(tmp_path, monkeypatch):
     path = tmp_path / "1"
     export_lib.export(_plain(units=2), path)
@@ -338,6 +345,7 @@ def test_a_failed_overwrite_keeps_the_old_export(tmp_path, monkeypatch):
     assert _served_units(path) == 2
 
 
+@pytest.mark.backend_independent
 def test_a_failed_rename_is_rolled_back(tmp_path, monkeypatch):
     """The second artifact fails to move into place after the first one
     did: the first is moved back and the old export restored."""
@@ -358,6 +366,7 @@ def test_a_failed_rename_is_rolled_back(tmp_path, monkeypatch):
     assert _served_units(path) == 2
 
 
+@pytest.mark.backend_independent
 def test_a_failed_roll_back_keeps_the_old_export_and_says_where(
     tmp_path, monkeypatch
 ):

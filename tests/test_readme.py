@@ -15,6 +15,7 @@ RUNNABLE = [
 ]
 
 
+@pytest.mark.backend_independent
 def test_readme_has_runnable_examples():
     assert len(RUNNABLE) >= 4
 

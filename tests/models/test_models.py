@@ -5,7 +5,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from backend_utils import gradients
+from backend_utils import CHEAPEST_JIT, gradients
 
 import models
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
@@ -285,7 +285,9 @@ def test_reduced_input_forward_gives_every_weight_a_gradient(name):
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     assert tuple(model(x, training=True).shape) == (4, 3)
     grads = gradients(
-        lambda: loss_fn(y, model(x, training=True)), model.trainable_weights
+        lambda: loss_fn(y, model(x, training=True)),
+        model.trainable_weights,
+        jit=CHEAPEST_JIT,
     )
     for variable, grad in zip(model.trainable_weights, grads, strict=True):
         assert np.all(np.isfinite(grad)), variable.path
@@ -296,7 +298,7 @@ def _fit_one_step(model, batch_size):
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=False,
+        jit_compile=CHEAPEST_JIT,
     )
     before = [np.array(v) for v in model.trainable_weights]
     x, y = _random_batch(model, batch_size)

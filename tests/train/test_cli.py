@@ -19,6 +19,7 @@ def _given(argv):
     return vars(cli.build_parser().parse_args(argv))
 
 
+@pytest.mark.backend_independent
 def test_flags_are_absent_unless_given_and_defaults_come_from_config():
     assert _given([]) == {}
     config = cli.make_config(_given(["--model", "mlp"]))
@@ -28,6 +29,7 @@ def test_flags_are_absent_unless_given_and_defaults_come_from_config():
     )
 
 
+@pytest.mark.backend_independent
 def test_flags_parse_to_config_fields():
     config = cli.make_config(_given([
         "--model", "resnet18", "--dataset", "cifar10", "--method", "wc",
@@ -52,6 +54,7 @@ def test_flags_parse_to_config_fields():
     assert config.steps_per_epoch == 4 and config.verbose == "2"
 
 
+@pytest.mark.backend_independent
 def test_method_defaults_are_filled():
     wc = cli.make_config(_given(["--method", "wc"]))
     assert (wc.a, wc.b, wc.compander, wc.alpha) == (1.0, 1.0, "arctan", None)
@@ -61,6 +64,7 @@ def test_method_defaults_are_filled():
     assert (wn.init_scale, wn.init_examples) == (1.0, 500)
 
 
+@pytest.mark.backend_independent
 def test_preset_then_config_file_then_flags(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"epochs": 7, "lr": 0.01, "b": 0.9}))
@@ -73,6 +77,7 @@ def test_preset_then_config_file_then_flags(tmp_path):
     assert config.milestones == [90, 136]
 
 
+@pytest.mark.backend_independent
 def test_saved_config_json_is_a_valid_config_file(tmp_path):
     config = cli.make_config(_given(["--preset", "wn-wn-mobn"]))
     path = tmp_path / "config.json"
@@ -81,6 +86,7 @@ def test_saved_config_json_is_a_valid_config_file(tmp_path):
     assert again == config
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "value, mode",
     [("none", "none"), ("fine", "fine"), ("coarse", "coarse"),
@@ -92,6 +98,7 @@ def test_learnable_vocabulary_of_the_layers(value, mode):
     assert config.learnable == mode
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("value, mode", [(True, "fine"), (False, "none"),
                                          ("coarse", "coarse")])
 def test_config_file_learnable_true_false(value, mode, tmp_path):
@@ -102,6 +109,7 @@ def test_config_file_learnable_true_false(value, mode, tmp_path):
     assert Config(method="wc", learnable=value).resolve() == config
 
 
+@pytest.mark.backend_independent
 def test_help_defaults_come_from_config_and_method_options(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
@@ -113,6 +121,7 @@ def test_help_defaults_come_from_config_and_method_options(capsys):
         assert help_.endswith(f"(default: {default})"), help_
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "argv, pattern",
     [
@@ -157,6 +166,7 @@ def test_bad_flags_exit_2_with_one_line(argv, pattern, capsys, monkeypatch):
     assert re.search(pattern, lines[0]), lines[0]
 
 
+@pytest.mark.backend_independent
 def test_bad_config_files(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{")
@@ -170,6 +180,7 @@ def test_bad_config_files(tmp_path):
         cli.make_config({"config": str(bad)})
 
 
+@pytest.mark.backend_independent
 def test_error_in_a_subprocess_has_no_traceback():
     result = subprocess.run(
         [sys.executable, "-m", "train", "--method", "pp", "--a", "1"],
@@ -182,6 +193,7 @@ def test_error_in_a_subprocess_has_no_traceback():
     ]
 
 
+@pytest.mark.backend_independent
 def test_list_presets_and_help(capsys):
     assert cli.main(["--list-presets"]) == 0
     out = capsys.readouterr().out
@@ -199,6 +211,7 @@ def test_list_presets_and_help(capsys):
     assert "SGD(model.parameters(), weight_decay=wd)" in text
 
 
+@pytest.mark.backend_independent
 def test_demo_configs_and_the_digits_fallback(monkeypatch):
     messages = []
     base, wc = cli.demo_configs({"epochs": 2}, log=messages.append)

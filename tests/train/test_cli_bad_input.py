@@ -14,6 +14,9 @@ import pytest
 from train import cli, report
 from train.config import Config
 
+# Nothing here depends on the Keras backend: run once (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 _SMALL = ["--model", "mlp", "--dataset", "digits"]
 
 

@@ -19,6 +19,9 @@ import tensorflow_datasets as tfds
 from train import data
 from train.data import digits, fashion_mnist, idx, imagenet, split, zca
 
+# Nothing here depends on the Keras backend: run once (tests/conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 

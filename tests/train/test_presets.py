@@ -15,6 +15,7 @@ from train.data import DataBundle
 NAMES = presets.names()
 
 
+@pytest.mark.backend_independent
 def test_every_table_row_has_a_preset():
     tables = {}
     for name in NAMES:
@@ -35,6 +36,7 @@ def test_every_table_row_has_a_preset():
     }
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "name, mean, std",
     [
@@ -54,6 +56,7 @@ def test_published_numbers(name, mean, std):
     assert presets.get(name)["paper"] == {"mean": mean, "std": std}
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "model, dataset, a, b",
     [
@@ -71,6 +74,7 @@ def test_table_i_values(model, dataset, a, b):
     assert (config["a"], config["b"], config["dataset"]) == (a, b, dataset)
 
 
+@pytest.mark.backend_independent
 def test_recipes_follow_the_paper():
     c10 = presets.get("t2-resnet34-base")["config"]
     assert (c10["milestones"], c10["gamma"], c10["weight_decay"]) == (
@@ -119,6 +123,7 @@ def test_recipes_follow_the_paper():
     assert presets.get("wn-wn")["report"]["mean"] == pytest.approx(82.12)
 
 
+@pytest.mark.backend_independent
 def test_listing_shows_every_preset_with_its_number():
     text = presets.listing()
     for name in NAMES:
@@ -126,11 +131,13 @@ def test_listing_shows_every_preset_with_its_number():
     assert "94.44 ± 0.12" in text and "91.95" in text
 
 
+@pytest.mark.backend_independent
 def test_unknown_preset():
     with pytest.raises(ValueError, match="Unknown preset 'nope'"):
         presets.get("nope")
 
 
+@pytest.mark.backend_independent
 def test_get_returns_a_copy():
     presets.get("t2-resnet18-wc")["config"]["a"] = 99
     assert presets.get("t2-resnet18-wc")["config"]["a"] == 1.0

@@ -32,6 +32,7 @@ def _results(tmp_path, name, accs, preset=None, label="ResNet18 + WC",
     return directory
 
 
+@pytest.mark.backend_independent
 def test_table_has_the_papers_format_beside_the_published_number(tmp_path):
     _results(tmp_path, "a", [0.9440, 0.9452, 0.9430],
              preset="t2-resnet18-wc", paper={"mean": 94.44, "std": 0.12})
@@ -46,6 +47,7 @@ def test_table_has_the_papers_format_beside_the_published_number(tmp_path):
         "(running) |"
 
 
+@pytest.mark.backend_independent
 def test_main_prints_and_writes(tmp_path, capsys):
     directory = _results(tmp_path, "a", [0.9])
     output = tmp_path / "table.md"
@@ -56,6 +58,7 @@ def test_main_prints_and_writes(tmp_path, capsys):
     assert output.read_text() == printed
 
 
+@pytest.mark.backend_independent
 def test_missing_run_is_a_one_line_error(tmp_path, capsys):
     assert report.main([str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -84,6 +87,7 @@ def test_report_of_a_tiny_real_run(tmp_path, capsys):
     )
 
 
+@pytest.mark.backend_independent
 def test_default_label():
     config = Config(method="wc", compander="erf", learnable="fine").resolve()
     assert default_label(config) == (
