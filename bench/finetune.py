@@ -27,7 +27,6 @@ the command skips finished seeds).
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,7 +34,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench import machine  # noqa: E402
+from bench import machine, output  # noqa: E402
 from train import presets  # noqa: E402
 from train import run as train_run  # noqa: E402
 from train.config import Config  # noqa: E402
@@ -219,14 +218,7 @@ def main(argv=None):
     if args.seeds < 1:
         parser.error(f"--seeds must be a positive integer, got {args.seeds}")
     report = study(args.seeds, args.root, args.quick)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "finetune.json"), "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    table = to_markdown(report)
-    with open(os.path.join(args.out, "finetune.md"), "w") as f:
-        f.write(table)
-    print(table)
+    output.write(args.out, "finetune", report, to_markdown(report))
     return 0
 
 

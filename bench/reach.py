@@ -9,7 +9,6 @@ and after `fold` (against the original model), and the time each took.
 """
 
 import argparse
-import json
 import os
 import time
 
@@ -20,7 +19,7 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_wc  # noqa: E402
-from bench import machine  # noqa: E402
+from bench import machine, output  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 METHODS = {"wc": {"a": 2.0, "b": 0.8}, "pp": {}, "wn": {}}
@@ -173,13 +172,7 @@ def main(argv=None):
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     result = run()
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "reach.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    table = to_markdown(result)
-    with open(os.path.join(args.out, "reach.md"), "w") as f:
-        f.write(table)
-    print(table)
+    output.write(args.out, "reach", result, to_markdown(result))
     return 0
 
 

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 import keras_wc  # noqa: E402
 import models  # noqa: E402
-from bench import machine  # noqa: E402
+from bench import machine, output  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -628,14 +628,8 @@ def main(argv=None):
         args.skip_memory,
         args.skip_extras,
     )
-    os.makedirs(args.out, exist_ok=True)
     name = f"speed-{result['backend']}" + ("-quick" if args.quick else "")
-    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    table = to_markdown(result)
-    with open(os.path.join(args.out, f"{name}.md"), "w") as f:
-        f.write(table)
-    print(table)
+    output.write(args.out, name, result, to_markdown(result))
     return 0
 
 

@@ -21,7 +21,6 @@ command skips finished runs).
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -30,6 +29,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench import output  # noqa: E402
 from train import run as train_run  # noqa: E402
 from train.config import Config  # noqa: E402
 
@@ -184,14 +184,8 @@ def main(argv=None):
                         help=f"where the tables go (default: {RESULTS})")
     args = parser.parse_args(argv)
     report = study(args.datasets, args.seeds, args.epochs, args.root)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "study.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    table = to_markdown(report)
-    with open(os.path.join(args.out, "study.md"), "w") as f:
-        f.write(table)
+    output.write(args.out, "study", report, to_markdown(report))
     _copy_plots(report, args.out)
-    print(table)
     return 0
 
 

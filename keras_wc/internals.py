@@ -6,6 +6,7 @@ checked by name in `tests/test_internals.py`, so a Keras release that
 changes one fails there first.
 """
 
+import contextlib
 import inspect
 
 import keras
@@ -72,3 +73,53 @@ def current_call():
     from keras.src.backend.common import global_state
 
     return global_state.get_global_attribute("current_call_ctx")
+
+
+def variable_layout(variable):
+    """The `keras.distribution.TensorLayout` `variable` was created with
+    (by the distribution current then), or None.
+
+    Missing public API: Keras keeps it in `Variable._layout`.
+    """
+    return getattr(variable, "_layout", None)
+
+
+class _Choosing:
+    """A stand-in for the current distribution that lays out the variables
+    created as `choose(variable)` says (None: as the current distribution
+    would), and is the current distribution for anything else."""
+
+    def __init__(self, current, choose):
+        self._current = current
+        self._choose = choose
+
+    def get_variable_layout(self, variable):
+        layout = self._choose(variable)
+        if layout is None and self._current is not None:
+            return self._current.get_variable_layout(variable)
+        return layout
+
+    def __getattr__(self, name):
+        return getattr(self._current, name)
+
+
+@contextlib.contextmanager
+def laid_out(choose):
+    """Variables created inside get the `keras.distribution.TensorLayout`
+    `choose(variable)` gives (None: the one they would get anyway).
+    `choose` may be None: nothing changes.
+
+    Missing public API: `Layer.add_weight` takes no layout. A JAX variable
+    asks the current distribution for its layout when it is created
+    (`Distribution.get_variable_layout`), so a stand-in answering `choose`
+    is made current around the creation.
+    """
+    if choose is None:
+        yield
+        return
+    current = keras.distribution.distribution()
+    keras.distribution.set_distribution(_Choosing(current, choose))
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(current)

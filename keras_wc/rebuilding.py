@@ -9,6 +9,7 @@
   configs, reparameterized layers and weights, built.
 """
 
+import contextlib
 import os
 import tempfile
 
@@ -143,12 +144,31 @@ class LayerCopier:
         new = type(layer).from_config(config)
         build_config = layer.get_build_config()
         if layer.built and build_config is not None:
-            new.build_from_config(build_config)
+            # Under the name scopes the original was built in, so that its
+            # variables have the original's paths (a Sequential model builds
+            # its layers in its own scope): a distribution's layout map
+            # keyed on them lays the copy out as the original.
+            with _name_scopes(_scope_of(layer)):
+                new.build_from_config(build_config)
             new.built = True
         records.replay(new, records.record(layer), shared=self._shared)
         if layer.built:
             copy_weights(layer, new)
         return new
+
+
+def _scope_of(layer):
+    """The name scopes `layer` was built in (`"outer/inner"`), or ""."""
+    path = layer.path or ""
+    return path.rpartition("/")[0] if path.endswith(layer.name) else ""
+
+
+@contextlib.contextmanager
+def _name_scopes(scope):
+    with contextlib.ExitStack() as stack:
+        for name in filter(None, scope.split("/")):
+            stack.enter_context(keras.name_scope(name))
+        yield
 
 
 def copy_weights(source, target):

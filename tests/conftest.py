@@ -1,10 +1,11 @@
 """Test configuration shared by the whole suite.
 
 The suite runs on the Keras backend of `KERAS_BACKEND` (TensorFlow by
-default; `make test` runs it on TensorFlow, JAX and PyTorch). Two CPU
+default; `make test` runs it on TensorFlow, JAX and PyTorch). Several CPU
 devices are made before the backend starts: TensorFlow's CPU is split into
-two logical devices (for `tf.distribute.MirroredStrategy`), JAX is given two
-host devices (for `keras.distribution.DataParallel`).
+two logical devices (for `tf.distribute.MirroredStrategy`), JAX is given
+four host devices (for `keras.distribution`: a 2×2 mesh for
+`ModelParallel`, `DataParallel` over 2 or 4).
 
 Tests that only make sense on one backend carry
 `@pytest.mark.backends("tensorflow", reason=...)`; on other backends they are
@@ -26,7 +27,7 @@ if BACKEND == "jax":
     _flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in _flags:
         os.environ["XLA_FLAGS"] = (
-            _flags + " --xla_force_host_platform_device_count=2"
+            _flags + " --xla_force_host_platform_device_count=4"
         ).strip()
     # One XLA compilation cache for the whole run, shared by the xdist
     # workers (they inherit this process's environment): many tests compile

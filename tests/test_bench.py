@@ -98,3 +98,33 @@ def test_dense_heavy_model_size():
     assert model.count_params() == 1024 * 2048 + 2048 * 2048 + 2048 * 10 + (
         2048 + 2048 + 10
     )
+
+
+@pytest.mark.backend_independent
+def test_committed_scaling_table_matches_its_json():
+    from bench import scaling
+
+    with open(os.path.join(RESULTS, "scaling.json")) as f:
+        result = json.load(f)
+    assert result["backend"] == "jax" and not result["quick"]
+    assert result["machine"]["cpu"]
+    with open(os.path.join(RESULTS, "scaling.md")) as f:
+        assert f.read() == scaling.to_markdown(result)
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax", reason="keras.distribution (JAX)")
+def test_scaling_quick_run(tmp_path):
+    from bench import scaling
+
+    # The dense row: the Gemma one's layouts are tests/test_distribution.py's.
+    argv = ["--quick", "--rounds", "1", "--rows", "dense"]
+    argv += ["--out", str(tmp_path)]
+    assert scaling.main(argv) == 0
+    with open(tmp_path / "scaling-quick.json") as f:
+        result = json.load(f)
+    for row in result["rows"].values():
+        assert set(row) == set(scaling.VARIANTS)
+        # Nothing the plain model shards is replicated.
+        for cell in row.values():
+            assert cell["memory_ratio"] < 1.05

@@ -60,6 +60,12 @@ def test_readme_quotes_the_committed_numbers():
 
 
 @pytest.mark.slow
+@pytest.mark.backends(
+    "tensorflow",
+    reason="the study's smoke run, on the backend its results come from; "
+    "the fine-tuning recipe it drives runs on every backend "
+    "(tests/train/test_finetune.py)",
+)
 def test_quick_study_runs(tmp_path):
     """The smoke configuration end to end (digits, 2 seeds)."""
     finetune.main(

@@ -4,6 +4,7 @@ name, before anything that depends on it."""
 
 import keras
 import numpy as np
+import pytest
 
 from keras_wc import internals
 
@@ -81,3 +82,24 @@ def test_one_call_context_spans_a_call_and_its_nested_calls():
     outer(x)
     assert seen[3] is not first[0]
     assert internals.current_call() is None
+
+
+@pytest.mark.backends("jax", reason="keras.distribution lays out on JAX only")
+def test_a_variable_takes_the_layout_the_current_distribution_gives_it():
+    devices = keras.distribution.list_devices("cpu")[:2]
+    mesh = keras.distribution.DeviceMesh((2,), ("model",), devices)
+    layout = keras.distribution.TensorLayout(("model", None), mesh)
+    asked = []
+
+    def choose(variable):
+        asked.append(variable.path)
+        return layout if variable.name == "chosen" else None
+
+    with internals.laid_out(choose):
+        chosen = keras.Variable(np.zeros((4, 2), "float32"), name="chosen")
+        other = keras.Variable(np.zeros((4, 2), "float32"), name="other")
+    assert asked == ["chosen", "other"]
+    assert internals.variable_layout(chosen) is layout
+    assert tuple(chosen.value.sharding.spec) == ("model", None)
+    assert internals.variable_layout(other) is None
+    assert keras.distribution.distribution() is None

@@ -7,11 +7,14 @@ import pytest
 
 README = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
 BLOCKS = re.findall(r"```python\n(.*?)```", open(README).read(), re.S)
-# Blocks that train on the user's own data (`x_train`, `x, y`) are excerpts.
+# Blocks that train on the user's own data (`x_train`, `x, y`) or load a
+# preset (a download) are excerpts.
 RUNNABLE = [
     block
     for block in BLOCKS
-    if "x_train" not in block and "fit(x, y" not in block
+    if not any(
+        excerpt in block for excerpt in ("x_train", "fit(x, y", "from_preset(")
+    )
 ]
 
 

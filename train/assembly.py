@@ -22,6 +22,7 @@ from train import data as data_lib
 from train import schedules
 from train.config import DECOUPLED, ConfigError, init_path
 from train.data import DataBundle
+from train.devices import ModelParallelPlan
 
 # The normalization of `models.build` that a `--method` selects.
 _NORMS = {"bn": "bn", "mobn": "mobn", "wn+mobn": "mobn"}
@@ -66,6 +67,15 @@ def assemble(config, seed, *, strategy, build=models.build):
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
     try:
+        if isinstance(strategy, ModelParallelPlan):
+            # The layout map is written for the plain network, built once
+            # outside the distribution; the run's network is built again,
+            # from the same seed, inside it.
+            with _as_config_error():
+                strategy.lay_out(
+                    network(config, bundle, build, init_path(config, seed))
+                )
+            keras.utils.set_random_seed(seed)
         with strategy.scope(), _as_config_error():
             model = build_model(
                 config, bundle, build=build, init_file=init_path(config, seed)
@@ -134,32 +144,39 @@ def build_model(config, bundle, *, build=models.build, init_file=None):
     Raises:
         ConfigError: `init_file` cannot be loaded or does not fit the data.
     """
-    if init_file is not None and init_file.endswith(".keras"):
-        model = load_trained(init_file, bundle)
-    else:
-        options = {}
-        if config.method in _NORMS:
-            options["norm"] = _NORMS[config.method]
-        model = build(
-            config.model,
-            num_classes=bundle.num_classes,
-            input_shape=tuple(bundle.input_shape),
-            **options,
-        )
-        if init_file is not None:
-            try:
-                model.load_weights(init_file)
-            except Exception as error:  # h5py, Keras: a file of the user's
-                raise ConfigError(
-                    f"--init-from {init_file} does not hold weights of "
-                    f"--model {config.model} for {config.dataset}: "
-                    f"{_first_line(error)}"
-                ) from error
+    model = network(config, bundle, build, init_file)
     if config.optimizer not in DECOUPLED:
         model = with_weight_decay(
             model, config.weight_decay, config.weight_decay_scope
         )
     return apply_method(model, config, bundle)
+
+
+def network(config, bundle, build=models.build, init_file=None):
+    """The plain network of `config` for `bundle`: `build` with the
+    normalization `--method` selects, or the trained model of `init_file`
+    (see `build_model`)."""
+    if init_file is not None and init_file.endswith(".keras"):
+        return load_trained(init_file, bundle)
+    options = {}
+    if config.method in _NORMS:
+        options["norm"] = _NORMS[config.method]
+    model = build(
+        config.model,
+        num_classes=bundle.num_classes,
+        input_shape=tuple(bundle.input_shape),
+        **options,
+    )
+    if init_file is not None:
+        try:
+            model.load_weights(init_file)
+        except Exception as error:  # h5py, Keras: a file of the user's
+            raise ConfigError(
+                f"--init-from {init_file} does not hold weights of "
+                f"--model {config.model} for {config.dataset}: "
+                f"{_first_line(error)}"
+            ) from error
+    return model
 
 
 def _first_line(error):

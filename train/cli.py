@@ -299,11 +299,24 @@ def build_parser():
         "multiworker (TF_CONFIG)" + _default("strategy"),
     )
     group.add_argument(
+        "--distribution",
+        choices=config_lib.DISTRIBUTIONS,
+        help="JAX: keras.distribution's DataParallel (data) or "
+        "ModelParallel (model: every Dense/Conv kernel's output axis "
+        "sharded on the mesh's model axis)" + _default("distribution"),
+    )
+    group.add_argument(
+        "--mesh",
+        metavar="BATCHxMODEL",
+        help="the device mesh of --distribution (default: every device "
+        "on the batch axis; for model, 2 on the model axis)",
+    )
+    group.add_argument(
         "--logical-cpus",
         type=int,
         metavar="N",
-        help="split the CPU into N devices (to try --strategy mirrored "
-        "without GPUs)",
+        help="split the CPU into N devices (to try --strategy mirrored or "
+        "--distribution without GPUs)",
     )
     group.add_argument(
         "--mixed-precision",

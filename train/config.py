@@ -24,6 +24,7 @@ DECOUPLED = ("adamw", "modified-adamw")
 SCHEDULES = ("step", "wn-linear", "constant")
 COMPANDERS = ("arctan", "arsinh", "erf")
 STRATEGIES = ("default", "mirrored", "multiworker")
+DISTRIBUTIONS = ("none", "data", "model")
 WEIGHT_DECAY_SCOPES = ("all", "kernels")
 PREPROCESSING = ("standard", "zca")
 VERBOSITY = ("auto", "0", "1", "2")
@@ -48,6 +49,17 @@ METHOD_OPTIONS = {
 # Fields that do not change the result of a run: a run can be resumed with
 # different values.
 NOT_AFFECTING_RESULTS = ("out", "verbose", "preset", "run_eagerly")
+
+
+def parse_mesh(text):
+    """`"BATCHxMODEL"` -> (batch, model), both ≥ 1."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ConfigError(
+            f"--mesh must be BATCHxMODEL with positive integers, e.g. 2x2; "
+            f"got {text!r}"
+        )
+    return int(parts[0]), int(parts[1])
 
 
 class ConfigError(ValueError):
@@ -97,6 +109,11 @@ class Config:
     # Execution.
     out: str | None = None
     strategy: str = "default"
+    # JAX: keras.distribution's "data" (DataParallel) or "model"
+    # (ModelParallel) over a mesh "BATCHxMODEL" (default: every device on
+    # the batch axis; for "model", 2 on the model axis).
+    distribution: str = "none"
+    mesh: str | None = None
     logical_cpus: int | None = None
     mixed_precision: bool = False
     # None: Keras's own choice for the backend (`jit_compile="auto"`): XLA
@@ -147,6 +164,7 @@ class Config:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("distribution", self.distribution, DISTRIBUTIONS)
         _check_choice(
             "weight-decay-scope", self.weight_decay_scope, WEIGHT_DECAY_SCOPES
         )
@@ -235,11 +253,23 @@ class Config:
                 f"and needs KERAS_BACKEND=tensorflow (running: {backend}); "
                 "use --strategy default"
             )
-        if self.logical_cpus is not None and backend != "tensorflow":
+        if self.logical_cpus is not None and backend == "torch":
             raise ConfigError(
-                "--logical-cpus splits TensorFlow's CPU and needs "
-                f"KERAS_BACKEND=tensorflow (running: {backend})"
+                "--logical-cpus splits the CPU of TensorFlow or JAX, not "
+                "PyTorch's (running: torch)"
             )
+        if self.distribution != "none" and backend != "jax":
+            raise ConfigError(
+                f"--distribution {self.distribution} is keras.distribution, "
+                f"which lays out on JAX only (running: {backend}); with "
+                "TensorFlow use --strategy mirrored or multiworker"
+            )
+        if self.mesh is not None:
+            if self.distribution == "none":
+                raise ConfigError(
+                    "--mesh applies to --distribution data or model"
+                )
+            parse_mesh(self.mesh)
         # Last: it loads Keras, so that the errors above come without
         # TensorFlow's start-up log.
         learnable = learnable_mode(self.learnable)

@@ -2,18 +2,20 @@
 
 `setup_devices` splits the CPU into logical devices and turns on op
 determinism (before TensorFlow's first op); `make_strategy` gives the
-`tf.distribute` strategy of `--strategy`; `is_chief` says whether this
+`tf.distribute` strategy of `--strategy`, or on JAX the
+`keras.distribution` of `--distribution`; `is_chief` says whether this
 process writes the outputs, and `output_dirs` where each process writes.
 """
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 
 import tensorflow as tf
 
-from train.config import ConfigError
+from train.config import ConfigError, parse_mesh
 
 
 def setup_devices(config):
@@ -25,7 +27,9 @@ def setup_devices(config):
         ConfigError: `--logical-cpus` asked after TensorFlow started with a
             different number of CPU devices.
     """
-    if config.logical_cpus is not None:
+    if config.logical_cpus is not None and _backend() == "jax":
+        _jax_host_devices(config.logical_cpus)
+    elif config.logical_cpus is not None:
         cpu = tf.config.list_physical_devices("CPU")[0]
         wanted = [tf.config.LogicalDeviceConfiguration()] * config.logical_cpus
         current = tf.config.get_logical_device_configuration(cpu)
@@ -42,15 +46,41 @@ def setup_devices(config):
         tf.config.experimental.enable_op_determinism()
 
 
+def _backend():
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def _jax_host_devices(count):
+    """JAX's CPU as `count` devices: XLA's flag, read when JAX's backend
+    starts (its first computation)."""
+    flag = f"--xla_force_host_platform_device_count={count}"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+    import jax
+
+    running = len(jax.devices("cpu"))
+    if running != count:
+        raise ConfigError(
+            f"--logical-cpus {count} must be set before JAX starts; it "
+            f"already runs with {running} CPU device(s)"
+        )
+
+
 def make_strategy(config):
-    """The `tf.distribute` strategy of `config.strategy`.
+    """The `tf.distribute` strategy of `config.strategy`, or on JAX the
+    `keras.distribution` of `config.distribution`.
 
     - `default`: the default strategy (one device).
     - `mirrored`: `MirroredStrategy` over every GPU, or over every logical
       CPU device when there is no GPU (see `--logical-cpus`).
     - `multiworker`: `MultiWorkerMirroredStrategy`; the cluster and this
       process's task come from `TF_CONFIG`.
+    - `--distribution data`: `keras.distribution.DataParallel` over the
+      mesh's devices; `model`: a `ModelParallelPlan`.
     """
+    if config.distribution != "none":
+        return _keras_distribution(config)
     if config.strategy == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or (
             tf.config.list_logical_devices("CPU")
@@ -59,6 +89,66 @@ def make_strategy(config):
     if config.strategy == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def _keras_distribution(config):
+    import keras
+
+    devices = keras.distribution.list_devices()
+    if config.mesh is not None:
+        batch, model = parse_mesh(config.mesh)
+    elif config.distribution == "model":
+        batch, model = max(1, len(devices) // 2), min(2, len(devices))
+    else:
+        batch, model = len(devices), 1
+    if batch * model > len(devices):
+        raise ConfigError(
+            f"the mesh {batch}x{model} needs {batch * model} devices; JAX "
+            f"has {len(devices)} (more CPU devices: --logical-cpus N)"
+        )
+    if config.distribution == "data":
+        if model != 1:
+            raise ConfigError(
+                f"--distribution data replicates the model: its mesh is "
+                f"BATCHx1, got {config.mesh}"
+            )
+        return keras.distribution.DataParallel(devices=devices[:batch])
+    return ModelParallelPlan(
+        keras.distribution.DeviceMesh(
+            (batch, model), ("batch", "model"), devices[: batch * model]
+        )
+    )
+
+
+class ModelParallelPlan:
+    """`--distribution model`: `keras.distribution.ModelParallel` over
+    `mesh`, whose layout map shards the output axis of every `kernel` of the
+    plain network (when the model axis divides it) on the mesh's "model"
+    axis. The map is written for the plain network (`lay_out`), before
+    `--method` reparameterizes it: keras_wc lays the raw variables out as
+    their kernels."""
+
+    def __init__(self, mesh):
+        self.mesh = mesh
+        self.distribution = None
+
+    def lay_out(self, network):
+        """Writes the layout map from `network`'s kernel variables."""
+        import keras
+
+        size = self.mesh.shape[self.mesh.axis_names.index("model")]
+        layout_map = keras.distribution.LayoutMap(self.mesh)
+        for variable in network.weights:
+            if variable.name == "kernel" and variable.shape[-1] % size == 0:
+                layout_map[re.escape(variable.path)] = (None,) * (
+                    len(variable.shape) - 1
+                ) + ("model",)
+        self.distribution = keras.distribution.ModelParallel(
+            layout_map=layout_map, batch_dim_name="batch"
+        )
+
+    def scope(self):
+        return self.distribution.scope()
 
 
 def is_chief(strategy):

@@ -47,7 +47,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_wc import internals
+from keras_wc import internals, sharding
 from keras_wc.layers.layouts import layout_of, plain_parent
 
 KERNEL_NAMES = (
@@ -284,6 +284,8 @@ class ReparameterizedLayer:
         # Per kernel: (initializer, regularizer, constraint) of the plain
         # layer's kernel, for `release`.
         self._kernel_specs = {}
+        # Per kernel: its layout under `keras.distribution`, or None.
+        self._kernel_layouts = {}
         # Regularizers of the effective kernel, evaluated on the kernel the
         # call computes (one evaluation of the reparameterization per step
         # instead of a second one for the penalty).
@@ -367,9 +369,17 @@ class ReparameterizedLayer:
             name, tuple(kwargs["shape"]), initializer, regularizer, constraint
         )
 
-    def _add_kernel(self, name, shape, initializer, regularizer, constraint):
+    def _add_kernel(
+        self, name, shape, initializer, regularizer, constraint, layout=None
+    ):
         self._kernel_specs[name] = (initializer, regularizer, constraint)
         self._raw_groups[name] = []
+        # Where the kernel is (`layout`: that of the kernel variable an
+        # adopted layer held) or would be laid out: its raw variables take
+        # it (`keras_wc.sharding`).
+        self._kernel_layouts[name] = layout or sharding.kernel_layout(
+            self, name, shape
+        )
         variable = self._create_kernel(
             name, shape, initializer, regularizer, constraint
         )
@@ -393,7 +403,15 @@ class ReparameterizedLayer:
 
     def build(self, input_shape):
         super().build(input_shape)
-        self._build_reparameterization()
+        self._build_other_variables()
+
+    def _build_other_variables(self):
+        """`_build_reparameterization`, its variables on the devices of the
+        kernels (`keras_wc.sharding.replicated_with`)."""
+        with internals.laid_out(
+            sharding.replicated_with(self._kernel_layouts.values())
+        ):
+            self._build_reparameterization()
 
     def _build_reparameterization(self):
         pass
@@ -485,17 +503,31 @@ class ReparameterizedLayer:
         object.__setattr__(self, "_penalized_call", call)
         object.__setattr__(self, "_penalties", added)
 
-    def _add_raw_weight(self, kernel_name, name, shape, initializer, **kwargs):
+    def _add_raw_weight(
+        self,
+        kernel_name,
+        name,
+        shape,
+        initializer,
+        kernel_axes=None,
+        **kwargs,
+    ):
+        """A raw variable of kernel `kernel_name`, laid out as the kernel on
+        `kernel_axes`, the kernel axes its own axes are (None: all)."""
+        layout = sharding.on_axes(
+            self._kernel_layouts.get(kernel_name), kernel_axes
+        )
         # Raw variables stay float32 and are never autocast: the effective
         # kernel is computed from them in float32 (mixed precision included).
-        variable = super().add_weight(
-            name=name,
-            shape=shape,
-            initializer=initializer,
-            dtype="float32",
-            autocast=False,
-            **kwargs,
-        )
+        with internals.laid_out(layout):
+            variable = super().add_weight(
+                name=name,
+                shape=shape,
+                initializer=initializer,
+                dtype="float32",
+                autocast=False,
+                **kwargs,
+            )
         self._raw_groups[kernel_name].append(variable)
         return variable
 
@@ -638,10 +670,11 @@ class ReparameterizedLayer:
                     keras.initializers.Zeros(),
                     keras.regularizers.get(variable.regularizer),
                     keras.constraints.get(variable.constraint),
+                    layout=sharding.existing_layout(variable),
                 )
                 _replace_variable(layer, variable, layer._raw_groups[name])
                 _point_attribute(layer, parent, name, standing)
-            layer._build_reparameterization()
+            layer._build_other_variables()
         for name, values_of_kernel in raw.items():
             for variable, new in zip(
                 layer._raw_groups[name], values_of_kernel, strict=True
@@ -686,14 +719,18 @@ class ReparameterizedLayer:
         with unlocked_tracking(self):
             for name, group in groups.items():
                 initializer, regularizer, constraint = specs[name]
-                variable = keras.layers.Layer.add_weight(
-                    self,
-                    name=name,
-                    shape=tuple(group[0].shape),
-                    initializer=keras.initializers.Zeros(),
-                    regularizer=regularizer,
-                    constraint=constraint,
-                )
+                # The kernel is laid out as its `v` was.
+                with internals.laid_out(
+                    sharding.on_axes(sharding.existing_layout(group[0]))
+                ):
+                    variable = keras.layers.Layer.add_weight(
+                        self,
+                        name=name,
+                        shape=tuple(group[0].shape),
+                        initializer=keras.initializers.Zeros(),
+                        regularizer=regularizer,
+                        constraint=constraint,
+                    )
                 variable.assign(values[name].astype(variable.dtype))
                 _replace_variable(self, group[0], [variable])
                 for other in group[1:]:
@@ -769,6 +806,7 @@ _MECHANISM_ATTRIBUTES = (
     "_raw_kernels",
     "_raw_groups",
     "_kernel_specs",
+    "_kernel_layouts",
     "_call_regularizers",
     "_scope",
     "_penalties",

@@ -407,6 +407,7 @@ class WeightNormCore(ReparameterizedLayer):
             name,
             name=raw_name[:-1] + ("s" if self.log_scale else "g"),
             shape=tuple(shape[a] for a in units),
+            kernel_axes=units,
             initializer=_NormOf(v, axes, self.log_scale),
             constraint=g_constraint,
         )

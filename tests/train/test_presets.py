@@ -281,6 +281,13 @@ def _one_preset_per_model():
 
 
 @pytest.mark.slow
+@pytest.mark.backends(
+    "tensorflow",
+    reason="each piece runs on every backend: every network trains a step "
+    "(tests/models), every preset's wiring a step on a stand-in "
+    "(test_every_preset_wiring_one_step), real networks convert "
+    "(test_conversion, test_reach)",
+)
 @pytest.mark.parametrize("name", _one_preset_per_model())
 def test_preset_on_its_real_network_one_step(name):
     given = {"preset": name}

@@ -16,7 +16,7 @@ import pytest
 import keras_wc
 import models
 from train import assembly, devices, run, schedules
-from train.config import Config, ConfigError
+from train.config import Config, ConfigError, parse_mesh
 from train.results import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -296,6 +296,45 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
     assert devices.make_strategy(config).num_replicas_in_sync == 2
     results = run.run(config, log=lambda m: None)
     assert results["complete"] and results["seeds"][0]["test_acc"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax", reason="keras.distribution (JAX)")
+def test_jax_distributions_give_the_one_device_run(tmp_path):
+    wn = {"model": "mlp", "method": "wn", "a": None, "b": None}
+    config = _tiny(tmp_path, epochs=1, limit_train=128, **wn)
+    alone = run.run(config, log=lambda m: None)["seeds"][0]
+    for distribution, mesh, devices_used in (
+        ("data", None, 4),
+        ("model", "2x2", 4),
+    ):
+        given = _tiny(
+            tmp_path,
+            name=distribution,
+            epochs=1,
+            limit_train=128,
+            distribution=distribution,
+            mesh=mesh,
+            **wn,
+        )
+        strategy = devices.make_strategy(given)
+        if distribution == "data":
+            assert len(strategy.device_mesh.devices.flat) == devices_used
+        results = run.run(given, log=lambda m: None)
+        assert results["config"]["distribution"] == distribution
+        seed = results["seeds"][0]
+        for key in ("test_acc", "test_loss", "best_val_acc"):
+            assert seed[key] == pytest.approx(alone[key], rel=1e-4), key
+
+
+def test_distribution_flags_are_checked():
+    with pytest.raises(ConfigError, match="--mesh must be BATCHxMODEL"):
+        parse_mesh("2by2")
+    with pytest.raises(ConfigError, match="--mesh applies to"):
+        Config(mesh="2x2").resolve()
+    if keras.backend.backend() != "jax":
+        with pytest.raises(ConfigError, match="on JAX only"):
+            Config(distribution="data").resolve()
 
 
 _PATCH_CHECK = """
