@@ -6,6 +6,7 @@ Keras kernel layers.
 """
 
 from keras_wc import callbacks, companders, native, optimizers
+from keras_wc.checkpoints import load_plain_weights, save_plain_weights
 from keras_wc.conversion import ConversionReport, convert
 from keras_wc.exporting import export
 from keras_wc.folding import fold
@@ -105,6 +106,8 @@ __all__ = [
     "fold",
     "initialize",
     "l2_from_pytorch",
+    "load_plain_weights",
     "native",
     "optimizers",
+    "save_plain_weights",
 ]

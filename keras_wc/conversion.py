@@ -220,6 +220,9 @@ class ReportEntry:
         reason: why it was skipped, or `None` if converted.
         scales: the `a` and `b` chosen for this layer by `a="auto"` or
             `b="auto"` (`{}` otherwise).
+        lora_rank: the rank of the layer's LoRA adapters, kept as its
+            trainable part (the raw variables standing for the frozen
+            kernel they adapt), or None.
     """
 
     path: str
@@ -228,6 +231,7 @@ class ReportEntry:
     target: type = None
     reason: str = None
     scales: dict = dataclasses.field(default_factory=dict)
+    lora_rank: int = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,6 +290,12 @@ class ConversionReport:
                 str(len(e.kernels)),
                 (
                     f"-> {e.target.__name__}{_format_scales(e.scales)}"
+                    + (
+                        f", LoRA rank {e.lora_rank} kept (adapters train, "
+                        "the kernel stays frozen)"
+                        if e.lora_rank
+                        else ""
+                    )
                     if e.target
                     else f"skipped: {e.reason}"
                 ),
@@ -529,6 +539,7 @@ def _plan(model, registry, select):
         if target is not None:
             plan.append((node, target))
         if target is not None or reason is not None:
+            holder = _kernel_holder(layer)
             entries.append(
                 ReportEntry(
                     node.path,
@@ -536,6 +547,11 @@ def _plan(model, registry, select):
                     _kernel_names(layer),
                     target,
                     reason,
+                    lora_rank=(
+                        holder.lora_rank
+                        if getattr(holder, "lora_enabled", False)
+                        else None
+                    ),
                 )
             )
     return plan, entries
@@ -570,11 +586,12 @@ def _decide(layer, node, registry, select):
 
 
 def _kernels(layer):
-    """The layer's kernels as float32 numpy arrays, by kernel name."""
-    holder = _kernel_holder(layer)
+    """The layer's kernel variables as float32 numpy arrays, by kernel name
+    (without LoRA adapters, which stay adapters of the converted kernel)."""
     return {
-        name: np.asarray(ops.convert_to_numpy(getattr(holder, name)), "float32")
-        for name in _kernel_names(layer)
+        v.name: np.asarray(ops.convert_to_numpy(v), "float32")
+        for v in _own_weights(_kernel_holder(layer))
+        if v.name in KERNEL_NAMES
     }
 
 

@@ -20,7 +20,9 @@ from keras_wc.dependencies import require
 from keras_wc.folding import fold
 from keras_wc.validation import nearest_directory, path_argument
 
-FORMATS = ("tf_saved_model", "onnx")
+FORMATS = ("tf_saved_model", "onnx", "litert")
+# The file formats and the suffix their path must have.
+FILE_SUFFIXES = {"onnx": ".onnx", "litert": ".tflite"}
 
 
 def export(model, path, format="tf_saved_model", *, overwrite=False):
@@ -35,17 +37,20 @@ def export(model, path, format="tf_saved_model", *, overwrite=False):
       whose outputs are named after the model's output layers. It is what
       `tf.saved_model.load` and TF Serving load; TF Serving expects it in a
       numeric version directory, e.g. `path="serving/my_model/1"`.
-    * `format="onnx"`: an ONNX file at `path` (e.g. `"model.onnx"`), through
-      Keras's exporter (needs the `tf2onnx` package; run it with
-      `onnxruntime`). Inputs are named after the model's inputs.
+    * `format="onnx"`: an ONNX file at `path`, which must end with
+      `.onnx`, through Keras's exporter (needs the `tf2onnx` package; run it
+      with `onnxruntime`). Inputs are named after the model's inputs.
+    * `format="litert"`: a LiteRT (TensorFlow Lite) flat buffer at `path`,
+      which must end with `.tflite`, through Keras's exporter (run it with
+      LiteRT's or TensorFlow's interpreter).
 
-    and, in both cases, the folded Keras model next to it, at `path` with its
-    extension replaced by `.keras` (`serving/my_model/1.keras`,
+    and, in every case, the folded Keras model next to it, at `path` with
+    its extension replaced by `.keras` (`serving/my_model/1.keras`,
     `model.keras`), loadable with plain `keras.saving.load_model`.
 
-    SavedModel and ONNX files are written by TensorFlow, which must be
-    installed whatever the backend (from JAX and PyTorch, `export` runs it in
-    a TensorFlow-backend subprocess).
+    Every format is written by TensorFlow, which must be installed whatever
+    the backend (from JAX and PyTorch, `export` runs it in a
+    TensorFlow-backend subprocess).
 
     The export is all or nothing: both artifacts are written into a
     temporary directory beside `path` and then renamed into place, so a
@@ -56,9 +61,9 @@ def export(model, path, format="tf_saved_model", *, overwrite=False):
     Args:
         model: a built Sequential or Functional model, reparameterized or
             not (see `keras_wc.fold`).
-        path: the SavedModel directory or the ONNX file to write (a str or
-            path-like naming a new entry, not `""` or `"."`).
-        format: `"tf_saved_model"` (default) or `"onnx"`.
+        path: the SavedModel directory, or the ONNX or LiteRT file, to write
+            (a str or path-like naming a new entry, not `""` or `"."`).
+        format: `"tf_saved_model"` (default), `"onnx"` or `"litert"`.
         overwrite: whether to replace an existing export. With `False`
             (default) an existing target, i.e. a non-empty directory at
             `path` (SavedModel), a file at `path` (ONNX), or a file at the
@@ -71,8 +76,8 @@ def export(model, path, format="tf_saved_model", *, overwrite=False):
 
     Raises:
         TypeError, ValueError: as `keras_wc.fold`; for a subclassed or
-            unbuilt model, an unknown `format`, an empty `path` or a
-            non-bool `overwrite`.
+            unbuilt model, an unknown `format`, an empty `path`, a file
+            `path` without the format's suffix or a non-bool `overwrite`.
         FileExistsError: the target exists and `overwrite=False`.
         IsADirectoryError, NotADirectoryError: a directory where a file
             goes (the ONNX file or the `.keras` file) or a file where a
@@ -102,7 +107,7 @@ def export(model, path, format="tf_saved_model", *, overwrite=False):
             "`overwrite` must be True or False. "
             f"Received: overwrite={overwrite!r}"
         )
-    path = _check_path(path)
+    path = _check_path(path, format)
     _check_model(model)
     modules = _class_modules(model)
     targets = _Targets(path, format)
@@ -194,11 +199,12 @@ def write_artifact(folded, format, artifact):
     symbolic = _has_symbolic_inputs(folded)
     if format == "tf_saved_model" and symbolic:
         _write_saved_model(folded, artifact)
-    elif format == "tf_saved_model":
-        # A subclassed model: Keras's exporter, which reads the signature
-        # from the model's first call.
-        _call_once(folded)
-        folded.export(artifact, verbose=False)
+    elif format in ("tf_saved_model", "litert"):
+        # Keras's exporter, which reads the signature of a subclassed model
+        # from its first call.
+        if not symbolic:
+            _call_once(folded)
+        folded.export(artifact, format=format, verbose=False)
     else:
         # Keras's ONNX exporter only accepts a model that was called once.
         if symbolic:
@@ -241,9 +247,16 @@ def _has_symbolic_inputs(model):
         return False
 
 
-def _check_path(path):
-    """`path` as a str, refusing what names no new directory entry."""
+def _check_path(path, format):
+    """`path` as a str, refusing what names no new directory entry and a
+    file without its format's suffix."""
     path = path_argument("path", path)
+    suffix = FILE_SUFFIXES.get(format)
+    if suffix and not path.rstrip(os.sep).endswith(suffix):
+        raise ValueError(
+            f'`format="{format}"` writes a file whose name ends with '
+            f"{suffix!r}, e.g. 'model{suffix}'. Received: path={path!r}"
+        )
     if os.path.basename(os.path.normpath(path)) in ("", ".", "..") or (
         "\0" in path
     ):
@@ -321,7 +334,7 @@ class _Targets:
             _remove_empty(created)
             raise
         try:
-            name = "model.onnx" if self.format == "onnx" else "saved_model"
+            name = "model" + FILE_SUFFIXES.get(self.format, "")
             new = {
                 self.artifact: os.path.join(staging, name),
                 self.keras_file: os.path.join(staging, "model.keras"),
@@ -397,7 +410,8 @@ def _remove_empty(directories):
 def keras_path(path):
     """Where `export` writes the folded `.keras` model for `path`."""
     root, extension = os.path.splitext(os.fspath(path).rstrip(os.sep))
-    return (root if extension == ".onnx" else root + extension) + ".keras"
+    files = FILE_SUFFIXES.values()
+    return (root if extension in files else root + extension) + ".keras"
 
 
 def _write_saved_model(model, path):

@@ -112,6 +112,9 @@ def fold(model, *, inplace=False):
             config = plain_class.get_config(layer)
             if id(layer) in producers:
                 config["use_bias"] = True
+            # LoRA adapters are merged into the folded kernel.
+            config.pop("lora_rank", None)
+            config.pop("lora_alpha", None)
             return plain_class.from_config(config)
         return fold_in_place(copy_layer(layer))
 

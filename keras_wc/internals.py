@@ -123,3 +123,21 @@ def laid_out(choose):
         yield
     finally:
         keras.distribution.set_distribution(current)
+
+
+def keep_own_dtype_policy(layer, source):
+    """Gives `layer` the dtype policy object `source` holds, where `layer`
+    holds a `DTypePolicyMap` (the policy of the model it was loaded with)
+    and `source` a policy of its own.
+
+    Missing public API: the setter of `Layer.dtype_policy` writes into the
+    map. A workaround: Keras 3.15's `Embedding.save_own_variables` reads
+    `self.dtype_policy.quantization_mode`, which a map does not resolve, so
+    a quantized embedding of a keras-hub model loaded from `.keras` saves no
+    scale and cannot be saved again (`ValueError: Invalid dtype: object`).
+    """
+    policy_map = keras.dtype_policies.DTypePolicyMap
+    if isinstance(layer.dtype_policy, policy_map) and not isinstance(
+        source.dtype_policy, policy_map
+    ):
+        layer._dtype_policy = source.dtype_policy

@@ -15,7 +15,7 @@ import tempfile
 
 import keras
 
-from keras_wc import records, tree
+from keras_wc import internals, records, tree
 from keras_wc.layers.compander import CompanderMixin, SharedCompander
 
 
@@ -224,10 +224,32 @@ def copy_model(model):
         path = os.path.join(directory, "model.keras")
         try:
             model.save(path)
-            return keras.saving.load_model(path, compile=False)
+            copy = keras.saving.load_model(path, compile=False)
         except (NotImplementedError, TypeError, ValueError) as error:
             raise ValueError(
                 f"'{model.name}' ({type(model).__name__}) cannot be copied: "
                 f"rebuilding it from its config failed ({error}). Pass "
                 "`inplace=True` to change the model itself."
             ) from error
+    _carry_over_state(model, copy)
+    return copy
+
+
+def _carry_over_state(source, target):
+    """What a model's config does not rebuild in the layers it does not
+    describe (keras-hub's `backbone.enable_lora` freezes the backbone and
+    adds adapters to some layers): each layer's `trainable`, LoRA and dtype
+    policy, then every weight, so that the copy trains what the original
+    trains and saves as it saves."""
+    target.trainable = source.trainable
+    for old, new in zip(tree.walk(source), tree.walk(target), strict=True):
+        old, new = old.layer, new.layer
+        new.trainable = old.trainable  # parents first: walk's order
+        internals.keep_own_dtype_policy(new, old)
+        if getattr(old, "lora_enabled", False) and not getattr(
+            new, "lora_enabled", False
+        ):
+            new.enable_lora(old.lora_rank, lora_alpha=old.lora_alpha)
+    copy_weights(source, target)
+    for old, new in zip(source.weights, target.weights, strict=True):
+        new.trainable = old.trainable

@@ -61,7 +61,8 @@ def record(root):
 
     Each entry holds the layer's `index` and `path` (`keras_wc.tree.Node`)
     and either the registered name of its keras_wc class and its keras_wc
-    arguments (`reparameterization_config()`), for every keras_wc layer, or
+    arguments (`reparameterization_config()`), with `"lora": [rank,
+    alpha]` where LoRA is enabled, for every keras_wc layer, or
     `"release": true` for a layer `fold` released.
     """
     entries = []
@@ -72,13 +73,14 @@ def record(root):
             kernel_layer = (
                 layer.cell if isinstance(layer, RecurrentMixin) else layer
             )
-            entries.append(
-                {
-                    **where,
-                    "class": keras.saving.get_registered_name(type(layer)),
-                    "config": kernel_layer.reparameterization_config(),
-                }
-            )
+            entry = {
+                **where,
+                "class": keras.saving.get_registered_name(type(layer)),
+                "config": kernel_layer.reparameterization_config(),
+            }
+            if getattr(layer, "lora_enabled", False):
+                entry["lora"] = [layer.lora_rank, layer.lora_alpha]
+            entries.append(entry)
         elif _change(layer) == "released":
             entries.append({**where, "release": True})
     return entries
@@ -128,6 +130,9 @@ def replay(root, entries, shared=None):
                 )
             options["shared"] = shared[key]
         cls.adopt(layer, keep_function=False, **options)
+        if "lora" in entry and not getattr(layer, "lora_enabled", False):
+            rank, alpha = entry["lora"]
+            layer.enable_lora(rank, lora_alpha=alpha)
 
 
 def _find(root, entry, cls, parent):

@@ -152,10 +152,10 @@ def _kernel_property(name):
             raise AttributeError(self._missing_attribute(name))
         scope = self._scope
         if scope is None:
-            return ops.cast(self._effective_kernel(name), self.compute_dtype)
+            return ops.cast(self._with_lora(name, None), self.compute_dtype)
         if name not in scope.kernels:
             scope.kernels[name] = ops.cast(
-                self._kernel_in_scope(name, scope), self.compute_dtype
+                self._with_lora(name, scope), self.compute_dtype
             )
         return scope.kernels[name]
 
@@ -402,8 +402,17 @@ class ReparameterizedLayer:
         return None
 
     def build(self, input_shape):
+        # A `lora_rank` given to the constructor (a config with LoRA): the
+        # adapters are added after every variable of the layer, where
+        # `enable_lora` on a built layer adds them, so that both save alike.
+        rank = getattr(self, "lora_rank", None)
+        alpha = getattr(self, "lora_alpha", None)
+        if rank:
+            self.lora_rank = None
         super().build(input_shape)
         self._build_other_variables()
+        if rank:
+            self._enable_lora(rank, lora_alpha=alpha)
 
     def _build_other_variables(self):
         """`_build_reparameterization`, its variables on the devices of the
@@ -456,6 +465,18 @@ class ReparameterizedLayer:
             yield
         finally:
             object.__setattr__(self, "_scope", outer)
+
+    def _with_lora(self, name, scope):
+        """The kernel `name` a call applies: the effective kernel (with
+        its penalty kept in `scope`, if any), plus the LoRA delta."""
+        kernel = (
+            self._effective_kernel(name)
+            if scope is None
+            else self._kernel_in_scope(name, scope)
+        )
+        if name == "kernel" and getattr(self, "lora_enabled", False):
+            kernel = kernel + self._lora_delta()
+        return kernel
 
     def _kernel_in_scope(self, name, scope):
         """The effective kernel `name` for a call, its penalty kept in
@@ -576,11 +597,29 @@ class ReparameterizedLayer:
         return kernel, regularizer(kernel)
 
     def effective_kernels(self):
-        """Dict from kernel name to its effective value (float32 tensor).
+        """Dict from kernel name to its effective value (float32 tensor),
+        LoRA adapters merged.
 
         These are the weights `keras_wc.fold` writes into the plain layer.
         """
-        return {k: self._effective_kernel(k) for k in self._raw_kernels}
+        return {k: self._with_lora(k, None) for k in self._raw_kernels}
+
+    def set_weights(self, weights):
+        """Sets the layer's variables (`self.weights`: the raw ones, `v`,
+        `g`, `a`, `b`, ...) from `weights`, as `get_weights` returns them.
+        A plain layer's weights (its kernel) are not raw variables: load a
+        plain checkpoint with `keras_wc.load_plain_weights`."""
+        if len(weights) != len(self.weights):
+            raise ValueError(
+                f"Layer '{self.name}' ({type(self).__name__}) has "
+                f"{len(self.weights)} weights "
+                f"{[v.name for v in self.weights]}, `set_weights` got "
+                f"{len(weights)}. For the weights of a plain "
+                f"{plain_parent(type(self)).__name__} (its kernel, not raw "
+                "variables), use `keras_wc.load_plain_weights(model, "
+                "path)` or convert the plain model."
+            )
+        super().set_weights(weights)
 
     # The parents' versions store `self.kernel` (the effective kernel) and
     # load it into the raw variable; the generic `Layer` ones store every
@@ -591,17 +630,62 @@ class ReparameterizedLayer:
     def load_own_variables(self, store):
         keras.layers.Layer.load_own_variables(self, store)
 
-    def enable_lora(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"Layer '{self.name}': LoRA is not supported on a "
-            "reparameterized kernel. `keras_wc.fold` the model first."
+    # -- LoRA ----------------------------------------------------------------
+
+    @property
+    def enable_lora(self):
+        """The parent's `enable_lora(rank, lora_alpha=None, ...)`, where
+        it has one (`Dense`, `EinsumDense`, `Conv1D/2D/3D`): the effective
+        kernel becomes `Ψ(v) + (lora_alpha/rank)·A·B` (or `g·v/‖v‖ + ...`),
+        the raw variables standing for the kernel (`v`, WN's `g`, learnable
+        `a`, `b`) are frozen as the parent freezes its kernel, and the
+        adapters `lora_kernel_a`, `lora_kernel_b` train: the trainable
+        parameters are those of plain LoRA. An attribute error where the
+        parent has none, as on the parent (keras-hub's
+        `backbone.enable_lora` then leaves the layer alone)."""
+        if not _supports_lora(type(self)):
+            raise AttributeError(
+                f"'{type(self).__name__}' object has no attribute "
+                "'enable_lora' (its Keras parent has no LoRA)"
+            )
+        return self._enable_lora
+
+    def _enable_lora(self, rank, *args, **kwargs):
+        super().enable_lora(rank, *args, **kwargs)
+        self._freeze_for_lora()
+
+    def _freeze_for_lora(self):
+        """Freezes what stands for the kernel(s) while LoRA is enabled."""
+        if getattr(self, "lora_enabled", False):
+            for variable in self._raw_variables():
+                variable.trainable = False
+
+    def _raw_variables(self):
+        """The variables of the reparameterization: each kernel's raw
+        variables and the others (`a`, `b`, `initialized`)."""
+        return [
+            v for group in self._raw_groups.values() for v in group
+        ] + self._extra_variables()
+
+    def _lora_delta(self):
+        """`(lora_alpha/rank)·A·B`, as the parent adds it to its kernel."""
+        return (self.lora_alpha / self.lora_rank) * ops.matmul(
+            ops.cast(self.lora_kernel_a, "float32"),
+            ops.cast(self.lora_kernel_b, "float32"),
         )
 
-    def quantize(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"Layer '{self.name}': quantization is not supported on a "
-            "reparameterized kernel. `keras_wc.fold` the model first."
-        )
+    def quantize(self, mode=None, **kwargs):
+        """Quantizes the layer as its Keras parent does (`Dense`,
+        `EinsumDense`): the layer is released first (`release`: the plain
+        layer holding the effective kernel, LoRA adapters merged), so that
+        `model.quantize(mode)` gives what `keras_wc.fold(model).quantize(
+        mode)` gives. A layer whose parent has no quantization raises the
+        parent's `NotImplementedError` (`Model.quantize` warns and leaves it
+        as it is, as it leaves the plain layer) and does not change."""
+        if plain_parent(type(self)).quantize is keras.layers.Layer.quantize:
+            return super().quantize(mode, **kwargs)
+        self.release()
+        return type(self).quantize(self, mode, **kwargs)
 
     # -- in place ----------------------------------------------------------
 
@@ -614,8 +698,10 @@ class ReparameterizedLayer:
         variable is replaced, at the same position among the layer's
         variables, by the raw variables whose effective kernel equals it
         (the right inverse), so the layer computes the same function and
-        saves exactly as a newly built `cls` layer. A LoRA adapter is merged
-        into the kernel. Everything is validated before the layer changes.
+        saves exactly as a newly built `cls` layer. LoRA adapters stay the
+        layer's trainable part (`v` stands for the frozen kernel they adapt;
+        see `enable_lora`). Everything is validated before the layer
+        changes.
 
         Args:
             layer: the plain Keras layer.
@@ -628,7 +714,7 @@ class ReparameterizedLayer:
             `layer`, now an instance of `cls`.
         """
         parent = check_adoptable(cls, layer)
-        _check_plain_features(layer, merge_lora=True)
+        _check_plain_features(layer)
         options = cls._parse_options(layer, **options)
         old = {}
         raw = {}
@@ -640,17 +726,15 @@ class ReparameterizedLayer:
                 old[name] = variable
                 if keep_function:
                     # Everything that can fail, before the layer changes.
+                    # The kernel variable itself (LoRA adapters, if any,
+                    # stay as they are).
                     value = np.asarray(
-                        ops.convert_to_numpy(getattr(layer, name)), "float32"
+                        ops.convert_to_numpy(variable), "float32"
                     )
                     raw[name] = cls._raw_values_for(
                         layer, options, name, value
                     )
-        lora = [
-            getattr(layer, attr)
-            for attr in ("lora_kernel_a", "lora_kernel_b")
-            if getattr(layer, "lora_enabled", False)
-        ]
+        lora = _lora_variables(layer)
         internals.change_class(layer, cls)
         with unlocked_tracking(layer):
             layer._init_mechanism()
@@ -658,11 +742,6 @@ class ReparameterizedLayer:
             if not layer.built:
                 mark_change(layer, "adopted")
                 return layer
-            for variable in lora:
-                _remove_variable(layer, variable)
-            if lora:
-                layer.lora_enabled = False
-                layer.lora_rank = None
             for name, variable in old.items():
                 standing = layer._add_kernel(
                     name,
@@ -675,6 +754,11 @@ class ReparameterizedLayer:
                 _replace_variable(layer, variable, layer._raw_groups[name])
                 _point_attribute(layer, parent, name, standing)
             layer._build_other_variables()
+            # The adapters after every other variable, as where
+            # `enable_lora` adds them on a built keras_wc layer.
+            for variable in lora:
+                _move_last(layer, variable)
+            layer._freeze_for_lora()
         for name, values_of_kernel in raw.items():
             for variable, new in zip(
                 layer._raw_groups[name], values_of_kernel, strict=True
@@ -709,7 +793,7 @@ class ReparameterizedLayer:
         }
         groups = dict(self._raw_groups)
         specs = dict(self._kernel_specs)
-        extra = self._extra_variables()
+        extra = self._extra_variables() + _lora_variables(self)
         own_attributes = [
             name
             for name in _MECHANISM_ATTRIBUTES + type(self)._OPTION_ATTRIBUTES
@@ -738,6 +822,13 @@ class ReparameterizedLayer:
                 _point_attribute(self, parent, name, variable)
             for variable in extra:
                 _remove_variable(self, variable)
+            if getattr(self, "lora_enabled", False):
+                # Merged into the kernel (`effective_kernels`).
+                self.lora_enabled = False
+                self.lora_rank = None
+                self.lora_alpha = None
+                for attribute in ("lora_kernel_a", "lora_kernel_b"):
+                    super(keras.layers.Layer, self).__delattr__(attribute)
         tracked = getattr(self, "_tracked", None)
         for attribute in own_attributes:
             # Past `Layer.__delattr__` (which untracks, done above, and runs
@@ -784,11 +875,21 @@ def mark_change(layer, change):
         layer.__dict__[CHANGE] = change
 
 
-def _check_plain_features(layer, merge_lora=False):
-    if getattr(layer, "lora_rank", None) and not merge_lora:
+def _supports_lora(cls):
+    """Whether the Keras parent of `cls` has `enable_lora`."""
+    return hasattr(plain_parent(cls), "enable_lora")
+
+
+def _lora_variables(layer):
+    if not getattr(layer, "lora_enabled", False):
+        return []
+    return [layer.lora_kernel_a, layer.lora_kernel_b]
+
+
+def _check_plain_features(layer):
+    if getattr(layer, "lora_rank", None) and not _supports_lora(type(layer)):
         raise ValueError(
-            f"Layer '{layer.name}': LoRA is not supported on a "
-            "reparameterized kernel. `keras_wc.fold` the model first. "
+            f"Layer '{layer.name}': a {type(layer).__name__} has no LoRA. "
             f"Received: lora_rank={layer.lora_rank}"
         )
     if getattr(layer, "quantization_mode", None):
@@ -847,6 +948,14 @@ def _remove_variable(layer, variable):
             ids.discard(id(variable))
             variables[:] = [v for v in variables if v is not variable]
     layer._post_untrack_variable(variable)
+
+
+def _move_last(layer, variable):
+    """Moves `variable` to the end of `layer`'s tracked variables."""
+    for variables, ids in _stores(layer):
+        if id(variable) in ids:
+            variables[:] = [v for v in variables if v is not variable]
+            variables.append(variable)
 
 
 def _replace_variable(layer, old, group):

@@ -120,10 +120,13 @@ def output_is_smaller(layer, inputs, kernel):
 def scaling_parts(layer, mixin, inputs):
     """(linear op, bias op) of `layer` if the `call` after `mixin` is one
     of `SCALABLE_CALLS` and the output on `inputs` is smaller than the
-    kernel, else None."""
+    kernel, else None (also with LoRA, whose adapters add to the kernel:
+    the scale does not commute with them)."""
     parts = SCALABLE_CALLS.get(parent_call(type(layer), mixin))
-    if parts is None or not output_is_smaller(
-        layer, inputs, layer.raw_kernels["kernel"]
+    if (
+        parts is None
+        or getattr(layer, "lora_enabled", False)
+        or not output_is_smaller(layer, inputs, layer.raw_kernels["kernel"])
     ):
         return None
     return parts
