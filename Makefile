@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install run test test-tensorflow test-jax test-torch bench lint dist clean
+.PHONY: install run test test-fast test-tensorflow test-jax test-torch bench lint dist clean
 
 install: $(VENV)/.installed
 
@@ -53,6 +53,11 @@ test: install
 	done; \
 	echo "make test: seconds per backend:$$times"; \
 	exit $$status
+
+# The inner loop: every module's tests on TensorFlow, without those marked
+# slow (a few minutes). CI runs everything (`make test`).
+test-fast: install
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -n 2 -m "not slow" $(ARGS)
 
 test-tensorflow: install
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -n 2 $(ARGS)
