@@ -565,7 +565,7 @@ EXPORT = [
         "export/unknown-format",
         lambda f: _export(f, "out/1", format="tflite"),
         ValueError,
-        r"`format` must be one of 'tf_saved_model', 'onnx'\. "
+        r"`format` must be one of 'tf_saved_model', 'onnx', 'litert'\. "
         r"Received: format='tflite'",
     ),
     Case(

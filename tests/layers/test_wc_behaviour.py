@@ -279,12 +279,25 @@ def test_shared_compander_is_one_pair(tmp_path):
             ValueError,
             "leave `a`, `b`",
         ),
-        ({"lora_rank": 2}, ValueError, "LoRA is not supported"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         keras_wc.WCDense(4, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [keras_wc.WCDense, keras_wc.WNDense])
+def test_lora_rank_in_the_constructor_builds_the_adapters(cls):
+    # As `Dense(4, lora_rank=2)`: a config with LoRA (tests/test_compose.py
+    # tests what it computes and trains).
+    layer = cls(4, lora_rank=2)
+    layer.build((None, 3))
+    assert layer.lora_enabled
+    assert [tuple(v.shape) for v in layer.trainable_weights][-2:] == [
+        (3, 2),
+        (2, 4),
+    ]
+    assert not any(v.trainable for v in layer._raw_variables())
 
 
 def test_out_of_range_init_names_layer_and_bound():
@@ -313,8 +326,8 @@ def test_kernel_is_read_only_and_v_is_trainable():
     assert layer.v.trainable
     with pytest.raises(AttributeError, match="raw kernels are"):
         layer.depthwise_v  # noqa: B018
-    with pytest.raises(NotImplementedError, match="fold"):
-        layer.enable_lora(2)
+    layer.enable_lora(2)  # LoRA: tests/test_compose.py
+    assert not layer.v.trainable
 
 
 def test_positional_parent_arguments_keep_their_meaning():

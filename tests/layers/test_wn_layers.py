@@ -471,7 +471,6 @@ def test_separable_constraints_are_checked_per_kernel():
         ({"init_scale": "1"}, TypeError, "init_scale"),
         ({"data_init": "yes"}, TypeError, "data_init"),
         ({"log_scale": 1}, TypeError, "log_scale"),
-        ({"lora_rank": 2}, ValueError, "LoRA"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
