@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install run test test-fast test-tensorflow test-jax test-torch bench lint dist clean
+.PHONY: install run test test-fast test-tensorflow test-jax test-torch bench lint docs dist clean
 
 install: $(VENV)/.installed
 
@@ -74,10 +74,14 @@ bench: install
 lint: install
 	$(PY) -m ruff check keras_wc models train bench tests pip_build.py setup.py
 
+# The documentation site into site/ (mkdocs.yml), warnings as errors.
+docs: install
+	NO_MKDOCS_2_WARNING=1 TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m mkdocs build --strict
+
 # The sdist and the wheels, into dist/ (pip_build.py): the manylinux wheel
 # with the fused C kernels and the pure-Python wheel for other platforms.
 dist: install
 	$(PY) pip_build.py
 
 clean:
-	rm -rf $(VENV) *.egg-info dist
+	rm -rf $(VENV) *.egg-info dist site

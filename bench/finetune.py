@@ -1,7 +1,7 @@
 """Fine-tuning a trained model with WC, on real offline data.
 
-The recipe of the README's "Fine-tuning a trained model", run through
-`python -m train`'s code over several seeds:
+The recipe of "Fine-tuning a trained model" (docs/guides/fine-tuning.md),
+run through `python -m train`'s code over several seeds:
 
 1. baseline: the small CNN (BN) of `models/` trained with SGD + momentum
    and PyTorch-style weight decay, best-on-validation weights kept;

@@ -523,7 +523,7 @@ def to_markdown(result):
             + _ratio_cells(row, "ratio", targets)
             + " |"
         )
-    lines += ["", "✗: over issue 12's target.", ""]
+    lines += ["", "✗: over its target (docs: Performance).", ""]
     for key, row in result["optimizer"].items():
         lines.append(
             f"ModifiedAdam / Adam step (dense WC, batch 32, {key}): "
