@@ -6,7 +6,11 @@ run; each feature that needs an extra either runs (its package is there)
 or raises at once naming the extra, before it writes anything. Prints a
 JSON report on its last line.
 
-Usage: `python installed_usage.py WORK_DIRECTORY`
+Then the README's runnable examples (given as a JSON list of code blocks),
+each in a directory of its own: "ok", or the ImportError naming the extra
+a line of it needs.
+
+Usage: `python installed_usage.py WORK_DIRECTORY [README_BLOCKS.json]`
 """
 
 import json
@@ -57,7 +61,26 @@ def _features(model, images, expected, work):
     return results
 
 
-def main(work):
+def _readme_examples(blocks_file, work):
+    """Per README block: "ok", or the ImportError's message."""
+    with open(blocks_file) as f:
+        blocks = json.load(f)
+    results = []
+    for i, block in enumerate(blocks):
+        directory = os.path.join(work, f"readme-{i}")
+        os.makedirs(directory)
+        os.chdir(directory)
+        try:
+            exec(compile(block, f"README block {i}", "exec"), {})
+            results.append("ok")
+        except ImportError as error:
+            results.append(str(error))
+        finally:
+            os.chdir(work)
+    return results
+
+
+def main(work, blocks_file=None):
     rng = np.random.default_rng(0)
     images = rng.random((16, 8, 8, 1), dtype="float32")
     labels = np.arange(16) % 3
@@ -115,8 +138,10 @@ def main(work):
         "features": features,
         "tensorflow_imported": "tensorflow" in sys.modules,
     }
+    if blocks_file is not None:
+        report["readme"] = _readme_examples(blocks_file, work)
     print(json.dumps(report))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

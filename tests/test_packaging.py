@@ -4,8 +4,8 @@ The distributions `pip_build.py` builds (the sdist, the wheel with the
 fused kernels, the pure-Python wheel): their tags, metadata and files,
 which wheel pip takes where, the test suite in the sdist, and the wheel
 installed in a fresh venv with only Keras and one backend (JAX, then
-TensorFlow) running tests/installed_usage.py there. One version, in
-keras_wc/version.py, named by the CHANGELOG.
+TensorFlow) running tests/installed_usage.py and the README's examples
+there. One version, in keras_wc/version.py, named by the CHANGELOG.
 """
 
 import email.parser
@@ -21,6 +21,7 @@ import tarfile
 import zipfile
 
 import pytest
+from test_readme import README_BLOCKS
 
 import keras_wc
 import pip_build
@@ -250,12 +251,19 @@ def _use(python, backend, work):
     """tests/installed_usage.py's report, run in the venv of `python`."""
     work.mkdir()
     script = shutil.copy(USAGE, work)
-    output = _run(python, backend, work, script, str(work))
+    blocks = work / "readme_blocks.json"
+    blocks.write_text(
+        json.dumps(
+            ["import keras\nimport keras_wc\n" + b for _, b in README_BLOCKS]
+        )
+    )
+    output = _run(python, backend, work, script, str(work), str(blocks))
     report = json.loads(output.splitlines()[-1])
     venv = os.path.dirname(os.path.dirname(python))
     assert report["keras_wc"].startswith(venv)
     assert report["version"] == VERSION
     assert report["wn_init_error"] < 1e-3
+    assert len(report["readme"]) == len(README_BLOCKS)
     return report
 
 
@@ -282,6 +290,13 @@ def test_a_jax_only_install_runs_everything_but_export(dist, tmp_path):
     assert features["log_dir"].endswith(_needs("tensorflow", "tensorflow"))
     assert features["plot"].endswith(_needs("plot", "matplotlib"))
     assert not report["tensorflow_imported"]
+    # The README's examples: all run but the export line, which names the
+    # extra (the SavedModel is written by TensorFlow).
+    assert "ok" in report["readme"]
+    for result in report["readme"]:
+        assert result == "ok" or result.endswith(
+            _needs("tensorflow", "tensorflow")
+        ), result
 
     # The pure-Python wheel in its place (the same files but the kernels'):
     # keras_wc says why they are missing.
@@ -306,3 +321,4 @@ def test_a_tensorflow_install_exports(dist, tmp_path):
     assert features["export"] == "ok" and features["log_dir"] == "ok"
     assert features["export_onnx"].endswith(_needs("onnx", "tf2onnx"))
     assert features["plot"].endswith(_needs("plot", "matplotlib"))
+    assert set(report["readme"]) == {"ok"}, report["readme"]
