@@ -14,7 +14,7 @@ import os
 import numpy as np
 from keras import ops
 
-from keras_wc import rebuilding, records, tree
+from keras_wc import internals, rebuilding, records, tree
 from keras_wc.folding import fold, fold_in_place
 from keras_wc.layers.recurrent import RecurrentMixin
 
@@ -80,27 +80,25 @@ def save_plain_weights(model, filepath):
     fold(model).save_weights(filepath)
 
 
-def _own(layer):
-    return layer._trainable_variables + layer._non_trainable_variables
-
-
 def _assignments(layer, plain):
     """(variable of `layer`, value) pairs giving it the weights of its
     plain twin `plain` (a recurrent layer's are its cell's, visited on its
     own); raises before anything changes."""
     if isinstance(layer, RecurrentMixin):
         return []
-    values = [np.asarray(ops.convert_to_numpy(v)) for v in _own(plain)]
+    own = internals.own_variables(layer)
+    plain_own = internals.own_variables(plain)
+    values = [np.asarray(ops.convert_to_numpy(v)) for v in plain_own]
     if not records.is_reparameterized(layer):
-        if len(values) != len(_own(layer)):
+        if len(values) != len(own):
             raise ValueError(
-                f"Layer '{layer.name}' has {len(_own(layer))} weights, its "
+                f"Layer '{layer.name}' has {len(own)} weights, its "
                 f"plain form {len(values)}: the checkpoint's model is not "
                 "this one's plain form."
             )
-        return list(zip(_own(layer), values, strict=True))
+        return list(zip(own, values, strict=True))
     by_name = {
-        v.name: value for v, value in zip(_own(plain), values, strict=True)
+        v.name: value for v, value in zip(plain_own, values, strict=True)
     }
     pairs = []
     for name, group in layer._raw_groups.items():
@@ -109,10 +107,8 @@ def _assignments(layer, plain):
             (variable, np.reshape(value, variable.shape))
             for variable, value in zip(group, raw, strict=True)
         ]
-    reparameterization = {
-        id(v) for group in layer._raw_groups.values() for v in group
-    } | {id(v) for v in layer._extra_variables()}
-    for variable in _own(layer):
+    reparameterization = {id(v) for v in layer._raw_variables()}
+    for variable in own:
         if id(variable) not in reparameterization:
             pairs.append((variable, by_name[variable.name]))
     return pairs

@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from keras_wc import companders as companders_lib
-from keras_wc import rebuilding, records, tree
+from keras_wc import internals, rebuilding, records, tree
 from keras_wc.layers import wc, wn
 from keras_wc.layers.compander import SharedCompander
 from keras_wc.layers.layouts import RECURRENT_LAYERS, SUPPORTED_LAYERS
@@ -504,10 +504,6 @@ def _selector(layers, model):
     return select
 
 
-def _own_weights(layer):
-    return layer._trainable_variables + layer._non_trainable_variables
-
-
 def _kernel_holder(layer):
     """The layer holding the kernels: the cell of a recurrent layer."""
     if type(layer) in RECURRENT_LAYERS:
@@ -516,7 +512,7 @@ def _kernel_holder(layer):
 
 
 def _kernel_names(layer):
-    names = {v.name for v in _own_weights(_kernel_holder(layer))}
+    names = {v.name for v in internals.own_variables(_kernel_holder(layer))}
     return tuple(name for name in KERNEL_NAMES if name in names)
 
 
@@ -570,7 +566,7 @@ def _decide(layer, node, registry, select):
         if not select(node):
             return None, "not selected by `layers=`"
         return registry[type(layer)], None
-    if not _own_weights(layer):
+    if not internals.own_variables(layer):
         return None, None
     if isinstance(layer, _NORMALIZATION_LAYERS):
         return None, "normalization layer (never reparameterized)"
@@ -590,7 +586,7 @@ def _kernels(layer):
     (without LoRA adapters, which stay adapters of the converted kernel)."""
     return {
         v.name: np.asarray(ops.convert_to_numpy(v), "float32")
-        for v in _own_weights(_kernel_holder(layer))
+        for v in internals.own_variables(_kernel_holder(layer))
         if v.name in KERNEL_NAMES
     }
 

@@ -141,3 +141,13 @@ def keep_own_dtype_policy(layer, source):
         source.dtype_policy, policy_map
     ):
         layer._dtype_policy = source.dtype_policy
+
+
+def own_variables(layer):
+    """The variables `layer` created itself (trainable first), not those of
+    its sublayers: `layer.weights` lists both.
+
+    Missing public API: Keras keeps a layer's own variables in
+    `_trainable_variables` and `_non_trainable_variables`.
+    """
+    return layer._trainable_variables + layer._non_trainable_variables

@@ -103,3 +103,20 @@ def test_a_variable_takes_the_layout_the_current_distribution_gives_it():
     assert tuple(chosen.value.sharding.spec) == ("model", None)
     assert internals.variable_layout(other) is None
     assert keras.distribution.distribution() is None
+
+
+def test_own_variables_are_the_layers_not_its_sublayers():
+    class Outer(keras.layers.Layer):
+        def build(self, shape):
+            self.inner = keras.layers.Dense(2)
+            self.inner.build(shape)
+            self.scale = self.add_weight(shape=(), trainable=False)
+
+    outer = Outer()
+    outer.build((None, 3))
+    assert [v.name for v in internals.own_variables(outer)] == ["variable"]
+    assert [v.name for v in internals.own_variables(outer.inner)] == [
+        "kernel",
+        "bias",
+    ]
+    assert len(outer.weights) == 3

@@ -917,7 +917,7 @@ _MECHANISM_ATTRIBUTES = (
 
 def _own_variable(layer, name):
     """The variable called `name` among `layer`'s own variables, or None."""
-    for variable in layer._trainable_variables + layer._non_trainable_variables:
+    for variable in internals.own_variables(layer):
         if variable.name == name:
             return variable
     return None
