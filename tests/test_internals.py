@@ -110,11 +110,11 @@ def test_own_variables_are_the_layers_not_its_sublayers():
         def build(self, shape):
             self.inner = keras.layers.Dense(2)
             self.inner.build(shape)
-            self.scale = self.add_weight(shape=(), trainable=False)
+            self.scale = self.add_weight(shape=(), name="scale", trainable=False)
 
     outer = Outer()
     outer.build((None, 3))
-    assert [v.name for v in internals.own_variables(outer)] == ["variable"]
+    assert [v.name for v in internals.own_variables(outer)] == ["scale"]
     assert [v.name for v in internals.own_variables(outer.inner)] == [
         "kernel",
         "bias",
