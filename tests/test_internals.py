@@ -110,7 +110,9 @@ def test_own_variables_are_the_layers_not_its_sublayers():
         def build(self, shape):
             self.inner = keras.layers.Dense(2)
             self.inner.build(shape)
-            self.scale = self.add_weight(shape=(), name="scale", trainable=False)
+            self.scale = self.add_weight(
+                shape=(), name="scale", trainable=False
+            )
 
     outer = Outer()
     outer.build((None, 3))
