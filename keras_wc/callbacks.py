@@ -4,9 +4,13 @@
 percentiles of the *effective* weights of each kernel layer (`Ψ(v)` for WC
 and PP layers, `g·v/‖v‖` for WN layers, the kernel itself for plain Keras
 layers) and, for learnable WC, every layer's `a` and `b`. It plots them as
-the paper's Fig. 3/4: one line per percentile over the epochs.
+the paper's Fig. 3/4: one line per percentile over the epochs. The layers
+are those of the model's whole layer tree (`keras_wc.tree`), as
+`keras_wc.convert` sees them.
 """
 
+import collections
+import dataclasses
 import json
 import os
 import uuid
@@ -14,7 +18,10 @@ import uuid
 import keras
 import numpy as np
 
+from keras_wc import internals, tree
 from keras_wc.dependencies import require
+from keras_wc.layers.layouts import RECURRENT_LAYERS
+from keras_wc.layers.recurrent import RecurrentMixin
 from keras_wc.layers.reparameterized import KERNEL_NAMES, ReparameterizedLayer
 from keras_wc.validation import nearest_directory, path_argument
 
@@ -22,33 +29,92 @@ from keras_wc.validation import nearest_directory, path_argument
 PAPER_PERCENTILES = (100, 93, 84, 69, 50, 31, 16, 7, 0)
 
 
-def _walk(layer):
-    for child in layer.layers if isinstance(layer, keras.Model) else ():
-        if isinstance(child, keras.Model):
-            yield from _walk(child)
-        else:
-            yield child
+def _kernel_holder(layer):
+    """The layer holding `layer`'s kernels: a recurrent layer's cell."""
+    if isinstance(layer, RecurrentMixin) or type(layer) in RECURRENT_LAYERS:
+        return layer.cell
+    return layer
+
+
+def _enter(node):
+    # A recurrent layer stands for its cell, as in `keras_wc.convert`.
+    return _kernel_holder(node.layer) is node.layer
+
+
+def _kernels(layer):
+    """`layer`'s own kernels (tensors or variables), by kernel name."""
+    if isinstance(layer, ReparameterizedLayer):
+        return layer.effective_kernels()
+    own = {variable.name for variable in internals.own_variables(layer)}
+    kernels = {}
+    for name in KERNEL_NAMES:
+        value = getattr(layer, name, None)
+        # A variable, or the kernel the layer computes from its own variable
+        # of that name (a LoRA-enabled layer's, its adapters merged).
+        if isinstance(value, keras.Variable) or (
+            name in own and keras.ops.is_tensor(value)
+        ):
+            kernels[name] = value
+    return kernels
+
+
+def _as_numpy(kernels):
+    return {
+        name: np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
+        for name, value in kernels.items()
+    }
 
 
 def effective_kernels(layer):
     """Dict kernel name → float32 numpy array of `layer`'s effective kernels.
 
     A keras_wc layer gives `layer.effective_kernels()`; a plain layer its
-    `kernel`, `depthwise_kernel` and `pointwise_kernel` variables; a layer
-    without kernels an empty dict.
+    own `kernel`, `depthwise_kernel`, `pointwise_kernel` and
+    `recurrent_kernel` (LoRA adapters merged); a recurrent layer (`LSTM`,
+    `WCLSTM`, ...) its cell's; a layer without kernels of its own an empty
+    dict (a composite layer's or a model's are those of the layers inside
+    it: see `WeightDistribution`).
     """
-    if isinstance(layer, ReparameterizedLayer):
-        kernels = layer.effective_kernels()
-    else:
-        kernels = {
-            name: getattr(layer, name)
-            for name in KERNEL_NAMES
-            if isinstance(getattr(layer, name, None), keras.Variable)
-        }
-    return {
-        name: np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
-        for name, value in kernels.items()
-    }
+    return _as_numpy(_kernels(_kernel_holder(layer)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _KernelLayer:
+    """A layer with kernels below the recorded model.
+
+    Attributes:
+        node: its `keras_wc.tree.Node`.
+        key: its series key: its name, or its path where several kernel
+            layers of the model share the name.
+        holder: the layer holding its kernels (a recurrent layer's cell).
+        kernels: the kernels, by kernel name.
+    """
+
+    node: tree.Node
+    key: str
+    holder: object
+    kernels: dict
+
+
+def _kernel_layers(model):
+    """A `_KernelLayer` for every layer with kernels below `model`, in tree
+    order."""
+    found = []
+    for node in tree.walk(model, enter=_enter):
+        holder = _kernel_holder(node.layer)
+        kernels = _kernels(holder)
+        if kernels:
+            found.append((node, holder, kernels))
+    names = collections.Counter(node.layer.name for node, _, _ in found)
+    return [
+        _KernelLayer(
+            node,
+            node.layer.name if names[node.layer.name] == 1 else node.path,
+            holder,
+            kernels,
+        )
+        for node, holder, kernels in found
+    ]
 
 
 def _learnable_scales(layer):
@@ -70,10 +136,25 @@ class WeightDistribution(keras.callbacks.Callback):
     `initial_epoch = k` (e.g. under `BackupAndRestore`) after `load`, the
     records past `k` are dropped and recording continues from `k`.
 
+    Every layer with kernels at any depth of the model's layer tree is
+    recorded (`keras_wc.tree`, as `keras_wc.convert` walks it): inside
+    nested models, composite layers (the projections of
+    `MultiHeadAttention`, keras-hub's `TransformerEncoder`), wrappers,
+    subclassed models; a recurrent layer (`LSTM`, `WCLSTM`, ...) for its
+    cell. So a plain model and its `convert`ed form record the same series.
+    Each series is keyed by the layer's name, or by its path
+    (`"bert_backbone/transformer_layer_0/self_attention_layer/query"`)
+    where several kernel layers of the model share that name.
+
     Args:
-        layers: which layers to record: `None` (every layer with a kernel,
-            nested models included), a list of layer names, or a predicate
-            `fn(layer) -> bool`.
+        layers: which layers to record, as `keras_wc.convert` selects them:
+            `None` (every layer with a kernel), a layer name or path
+            (`"encoder/conv1"`), a layer class, a list of names and classes,
+            or a predicate `fn(layer) -> bool`. A name or class also selects
+            every layer below the layers it matches
+            (`layers="transformer_layer_0"`,
+            `layers=keras.layers.MultiHeadAttention`); each must select at
+            least one layer with a kernel.
         percentiles: the percentiles (0–100) recorded, by default the
             paper's max, 93, 84, 69, 50, 31, 16, 7, min.
         log_dir: if given, also write every value as a TensorBoard scalar
@@ -85,10 +166,11 @@ class WeightDistribution(keras.callbacks.Callback):
 
     Attributes:
         epochs: the epochs recorded, e.g. `[0, 1, 2]`.
-        percentiles: per series key (`"layer"`, or `"layer/depthwise_kernel"`
-            for a layer's other kernels) a list, per recorded epoch, of the
-            percentile values.
-        scales: per learnable layer, `{"a": [...], "b": [...]}` per epoch.
+        percentiles: per series key (the layer's key, `"layer"`, or
+            `"layer/depthwise_kernel"` for a layer's other kernels) a list,
+            per recorded epoch, of the percentile values.
+        scales: per learnable layer (by its key), `{"a": [...], "b": [...]}`
+            per epoch.
 
     Example:
 
@@ -103,19 +185,12 @@ class WeightDistribution(keras.callbacks.Callback):
         self, layers=None, percentiles=PAPER_PERCENTILES, log_dir=None
     ):
         super().__init__()
-        if not (
-            layers is None
-            or callable(layers)
-            or (
-                isinstance(layers, (list, tuple))
-                and all(isinstance(n, str) for n in layers)
-            )
-        ):
+        if not (layers is None or tree.is_selection(layers)):
             raise TypeError(
-                "`layers` must be None, a list of layer names or a "
-                f"predicate. Received: layers={layers!r}"
+                f"`layers` must be None, {tree.SELECTION}. "
+                f"Received: layers={layers!r}"
             )
-        if isinstance(layers, (list, tuple)) and not layers:
+        if tree.selection_items(layers) == ():
             raise ValueError(
                 "`layers` must name at least one layer (None records every "
                 f"kernel layer). Received: layers={layers!r}"
@@ -145,29 +220,27 @@ class WeightDistribution(keras.callbacks.Callback):
         return list(self.scales)
 
     def _selected(self):
+        """The `_KernelLayer`s that `layers` selects."""
         if self.model is None:
             raise ValueError(
                 "WeightDistribution has no model: pass it to `fit`, or call "
                 "`set_model(model)` first."
             )
-        chosen = []
-        for layer in _walk(self.model):
-            if callable(self.layers) and not self.layers(layer):
-                continue
-            if isinstance(self.layers, (list, tuple)) and (
-                layer.name not in self.layers
-            ):
-                continue
-            if effective_kernels(layer):
-                chosen.append(layer)
-        if isinstance(self.layers, (list, tuple)):
-            missing = sorted(set(self.layers) - {x.name for x in chosen})
-            if missing:
-                raise ValueError(
-                    f"`layers` {missing} name no kernel layer of model "
-                    f"'{self.model.name}'."
-                )
-        return chosen
+        found = _kernel_layers(self.model)
+        missing = [
+            item if isinstance(item, str) else item.__name__
+            for item in tree.selection_items(self.layers) or ()
+            if not any(tree.selects(item, layer.node) for layer in found)
+        ]
+        if missing:
+            keys = [layer.key for layer in found]
+            shown = ", ".join(keys[:40]) + (", ..." if len(keys) > 40 else "")
+            raise ValueError(
+                f"`layers` {missing} name no kernel layer of model "
+                f"'{self.model.name}'. Its kernel layers: {shown}"
+            )
+        select = tree.selector(self.layers, self.model)
+        return [layer for layer in found if select(layer.node)]
 
     def record(self, epoch):
         """Records the model's current weights as epoch `epoch`."""
@@ -176,17 +249,17 @@ class WeightDistribution(keras.callbacks.Callback):
         row = len(self.epochs)
         self.epochs.append(int(epoch))
         for layer in self._selected():
-            for name, kernel in effective_kernels(layer).items():
-                key = layer.name if name == "kernel" else f"{layer.name}/{name}"
+            for name, kernel in _as_numpy(layer.kernels).items():
+                key = layer.key if name == "kernel" else f"{layer.key}/{name}"
                 values = np.percentile(
                     kernel.reshape(-1), self.percentile_levels
                 ).tolist()
                 series = self.percentiles.setdefault(key, [])
                 series.extend([None] * (row - len(series)))
                 series.append(values)
-            scales = _learnable_scales(layer)
+            scales = _learnable_scales(layer.holder)
             if scales is not None:
-                entry = self.scales.setdefault(layer.name, {"a": [], "b": []})
+                entry = self.scales.setdefault(layer.key, {"a": [], "b": []})
                 for key, value in zip(("a", "b"), scales, strict=True):
                     entry[key].extend([None] * (row - len(entry[key])))
                     entry[key].append(value)

@@ -140,8 +140,9 @@ def convert(
         The converted model (`model` itself with `inplace=True`, else an
         uncompiled copy); with `return_report=True`, the tuple
         `(model, report)`. The report is logged at INFO level on the
-        `"keras_wc"` logger; if no kernel was converted, a `UserWarning`
-        says so.
+        `"keras_wc"` logger; whenever nothing was converted (no kernel
+        layer in the model, none selected or supported, or all converted
+        already), a `UserWarning` says which, and what to do.
 
     Raises:
         TypeError: `model` is not a Keras model; a bad option type.
@@ -170,7 +171,7 @@ def convert(
         )
     options = _resolve_options(method, options)
     registry = _registry(method)
-    select = _selector(layers, model)
+    select = tree.selector(layers, model)
     target = model if inplace else rebuilding.copy_model(model)
 
     plan, entries = _plan(target, registry, select)
@@ -195,15 +196,42 @@ def convert(
 
     report = ConversionReport(method, options, tuple(entries))
     logger.info("%s", report)
-    if report.kernels and not report.converted_kernels:
-        warnings.warn(
-            f"keras_wc.convert converted no kernel of model '{model.name}' "
-            f"({report.kernels} kernel(s) found):\n{report}",
-            stacklevel=2,
-        )
+    if not report.converted:
+        warnings.warn(_nothing_converted(model, report), stacklevel=2)
     if return_report:
         return target, report
     return target
+
+
+def _nothing_converted(model, report):
+    """The warning of a conversion that converted nothing: what happened,
+    what to do, and the report."""
+    already = any(
+        (e.reason or "").startswith("already reparameterized")
+        for e in report.skipped
+    )
+    if report.kernels:
+        why = (
+            "none of them could be converted; the table below gives each "
+            "layer's reason (`layers=` selects among the supported layers)."
+        )
+    elif already:
+        why = (
+            "its kernel layers are keras_wc layers already, and converting a "
+            "converted model changes nothing. Convert the plain model "
+            "(`keras_wc.fold` gives it back) to use other options."
+        )
+    else:
+        why = (
+            "it holds no kernel layer (Dense, EinsumDense, convolutions, "
+            "LSTM, GRU, SimpleRNN, at any depth), so nothing was "
+            "reparameterized. Check that this is the model you meant; its "
+            "layers with weights, if any, are listed below."
+        )
+    return (
+        f"keras_wc.convert converted no kernel of model '{model.name}' "
+        f"({report.kernels} kernel(s) found): {why}\n{report}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,48 +488,6 @@ def _layer_kwargs(method, options, plan):
         **{k: v for k, v in scales.items() if v != AUTO},
         "learnable": options["learnable"],
     }
-
-
-def _selector(layers, model):
-    """Turns `layers=` into a predicate on `keras_wc.tree.Node`s."""
-    if layers is None:
-        return lambda node: True
-    if callable(layers) and not isinstance(layers, type):
-        return lambda node: bool(layers(node.layer))
-    items = [layers] if isinstance(layers, (str, type)) else layers
-    if not isinstance(items, (list, tuple, set, frozenset)) or not all(
-        isinstance(item, (str, type)) for item in items
-    ):
-        raise TypeError(
-            "`layers` must be a layer name or path, a layer class, a list of "
-            "names and classes, or a predicate `fn(layer) -> bool`. "
-            f"Received: layers={layers!r}"
-        )
-    names = {item for item in items if isinstance(item, str)}
-    classes = tuple(item for item in items if isinstance(item, type))
-    paths = [node.path for node in tree.walk(model)]
-    known = set(paths) | {path.rsplit("/", 1)[-1] for path in paths}
-    missing = sorted(names - known)
-    if missing:
-        shown = ", ".join(paths[:40]) + (", ..." if len(paths) > 40 else "")
-        raise ValueError(
-            f"`layers` names {missing} match no layer of model "
-            f"'{model.name}'. Its layers: {shown}"
-        )
-
-    def select(node):
-        chain = node.ancestors + (node.layer,)
-        prefixes = node.path.split("/")
-        matched_paths = {
-            "/".join(prefixes[: i + 1]) for i in range(len(prefixes))
-        }
-        return (
-            bool(names & matched_paths)
-            or any(layer.name in names for layer in chain)
-            or any(isinstance(layer, classes) for layer in chain)
-        )
-
-    return select
 
 
 def _kernel_holder(layer):

@@ -19,6 +19,10 @@ whether rebuilding the root from its config rebuilds the layer with its
 class and config: true along chains of Sequential/Functional models, wrappers
 and RNN cells, false inside composite layers and subclassed models, whose
 configs hold only their own arguments.
+
+`selector` turns the `layers=` argument of `keras_wc.convert` and
+`keras_wc.callbacks.WeightDistribution` (names, paths, classes or a
+predicate) into a predicate on nodes, the same for both.
 """
 
 import dataclasses
@@ -196,3 +200,84 @@ def describes(parent, child):
             parent, "CELL_CLASS", None
         ) is type(child)
     return False
+
+
+# What a `layers=` selection may be, for error messages.
+SELECTION = (
+    "a layer name or path, a layer class, a list of names and classes, or "
+    "a predicate `fn(layer) -> bool`"
+)
+
+
+def _is_predicate(layers):
+    return callable(layers) and not isinstance(layers, type)
+
+
+def selection_items(layers):
+    """The names, paths and classes of a `layers=` selection, as a tuple;
+    `None` for a predicate or for something that is not a selection."""
+    if _is_predicate(layers):
+        return None
+    items = [layers] if isinstance(layers, (str, type)) else layers
+    if not isinstance(items, (list, tuple, set, frozenset)) or not all(
+        isinstance(item, (str, type)) for item in items
+    ):
+        return None
+    return tuple(items)
+
+
+def is_selection(layers):
+    """Whether `layers` is a `layers=` selection (see `selector`)."""
+    return _is_predicate(layers) or selection_items(layers) is not None
+
+
+def selects(item, node):
+    """Whether the name, path or class `item` selects `node`: it names the
+    node or one of its ancestors (by name or by path), or is the class of
+    one of them."""
+    chain = node.ancestors + (node.layer,)
+    if isinstance(item, type):
+        return any(isinstance(layer, item) for layer in chain)
+    parts = node.path.split("/")
+    return any(layer.name == item for layer in chain) or any(
+        "/".join(parts[: i + 1]) == item for i in range(len(parts))
+    )
+
+
+def selector(layers, root):
+    """The predicate on the `Node`s below `root` that `layers=` stands for.
+
+    Args:
+        layers: `None` (every node); a predicate `fn(layer) -> bool`, called
+            on the node's layer; or a layer name, a path
+            (`"encoder/conv1"`), a layer class, or a list of them, each
+            selecting the layers it names or is the class of and every layer
+            below them (`selects`).
+        root: the model whose layers `layers` names.
+
+    Raises:
+        TypeError: `layers` is not one of these.
+        ValueError: a name or path matches no layer below `root` (the
+            message lists its layers).
+    """
+    if layers is None:
+        return lambda node: True
+    if _is_predicate(layers):
+        return lambda node: bool(layers(node.layer))
+    items = selection_items(layers)
+    if items is None:
+        raise TypeError(
+            f"`layers` must be {SELECTION}. Received: layers={layers!r}"
+        )
+    paths = [node.path for node in walk(root)]
+    known = set(paths) | {path.rsplit("/", 1)[-1] for path in paths}
+    missing = sorted(
+        item for item in items if isinstance(item, str) and item not in known
+    )
+    if missing:
+        shown = ", ".join(paths[:40]) + (", ..." if len(paths) > 40 else "")
+        raise ValueError(
+            f"`layers` names {missing} match no layer of model "
+            f"'{root.name}'. Its layers: {shown}"
+        )
+    return lambda node: any(selects(item, node) for item in items)

@@ -657,10 +657,10 @@ CALLBACKS = [
         r"`layers` must name at least one layer.*Received: layers=\[\]",
     ),
     Case(
-        "callbacks/layers-a-string",
-        lambda f: _recorder(layers="conv1"),
+        "callbacks/layers-a-dict",
+        lambda f: _recorder(layers={"conv1": True}),
         TypeError,
-        r"`layers` must be None, .*Received: layers='conv1'",
+        r"`layers` must be None, .*Received: layers=\{'conv1': True\}",
     ),
     Case(
         "callbacks/layers-not-names",

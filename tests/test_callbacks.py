@@ -4,11 +4,13 @@ import json
 import os
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 
 import keras_wc
-from keras_wc import callbacks
+from bench import reach
+from keras_wc import callbacks, tree
 from keras_wc.layers.compander import SharedCompander
 
 PAPER = (100, 93, 84, 69, 50, 31, 16, 7, 0)
@@ -134,6 +136,152 @@ def test_plain_keras_model_and_nested_models_are_walked():
     recorder.set_model(model)
     recorder.record(0)
     assert recorder.layer_names == ["inner_dense", "out"]
+
+
+# The kernels of one keras-hub TransformerEncoder, below the backbone.
+ENCODER_KERNELS = (
+    "self_attention_layer/query",
+    "self_attention_layer/key",
+    "self_attention_layer/value",
+    "self_attention_layer/attention_output",
+    "feedforward_intermediate_dense",
+    "feedforward_output_dense",
+)
+
+
+def _bert_classifier():
+    """A tiny BertTextClassifier: 2 encoder layers of 6 kernels, the pooler
+    and the logits, 14 kernels."""
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        **reach.TINY_TEXT, name="bert_backbone"
+    )
+    return keras_hub.models.BertTextClassifier(
+        backbone, num_classes=2, preprocessor=None, name="classifier"
+    )
+
+
+def _recorded_by_path(model, **kwargs):
+    """{tree path: last recorded percentiles} of a recorder on `model`."""
+    recorder = callbacks.WeightDistribution(percentiles=(100, 50, 0), **kwargs)
+    recorder.set_model(model)
+    recorder.record(0)
+    paths = {}
+    for key, series in recorder.percentiles.items():
+        [path] = [
+            node.path
+            for node in tree.walk(model)
+            if key in (node.path, node.layer.name)
+        ]
+        paths[path] = series[-1]
+    assert len(paths) == len(recorder.layer_names)
+    return recorder, paths
+
+
+def test_every_kernel_of_a_keras_hub_classifier_is_recorded():
+    """Recorded were only the pooler and the logits: the walk over
+    `Model.layers` did not enter the encoder layers."""
+    plain = _bert_classifier()
+    converted, report = keras_wc.convert(plain, return_report=True)
+    expected = [
+        f"bert_backbone/transformer_layer_{i}/{kernel}"
+        for i in range(2)
+        for kernel in ENCODER_KERNELS
+    ] + ["bert_backbone/pooled_dense", "logits"]
+    assert [e.path for e in report.converted] == expected
+    assert report.converted_kernels == len(expected) == 14
+
+    recorder, recorded = _recorded_by_path(converted)
+    assert list(recorded) == expected
+    # Names the encoder layers share are keyed by path, the others by name.
+    assert recorder.layer_names == expected[:-2] + ["pooled_dense", "logits"]
+    _, baseline = _recorded_by_path(plain)
+    assert list(baseline) == expected
+    for path in expected:
+        [layer] = tree.at_path(plain, path)
+        kernel = np.asarray(layer.kernel)
+        np.testing.assert_allclose(
+            baseline[path], np.percentile(kernel, (100, 50, 0)), rtol=1e-6
+        )
+        # convert keeps the function: Ψ(Ψ⁻¹(w)) = w up to round-off.
+        np.testing.assert_allclose(
+            recorded[path], baseline[path], rtol=1e-5, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        "transformer_layer_1",
+        "bert_backbone/transformer_layer_0/self_attention_layer/query",
+        keras.layers.EinsumDense,
+        [keras.layers.MultiHeadAttention, "logits"],
+        lambda layer: layer.name.startswith("feedforward"),
+    ],
+    ids=["name", "path", "class", "list", "predicate"],
+)
+def test_layers_selects_as_convert_does(layers):
+    plain = _bert_classifier()
+    _, report = keras_wc.convert(plain, layers=layers, return_report=True)
+    assert report.converted
+    _, recorded = _recorded_by_path(plain, layers=layers)
+    assert list(recorded) == [e.path for e in report.converted]
+
+
+def test_recurrent_and_wrapped_layers_are_recorded_for_their_cells():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 4))
+    h = keras.layers.Bidirectional(
+        keras.layers.LSTM(3, return_sequences=True, name="lstm"), name="bi"
+    )(inputs)
+    h = keras.layers.TimeDistributed(
+        keras.layers.Dense(2, name="proj"), name="per_step"
+    )(h)
+    h = keras.layers.RNN(keras.layers.GRUCell(2, name="cell"), name="rnn")(h)
+    plain = keras.Model(inputs, keras.layers.Dense(2, name="head")(h))
+    converted = keras_wc.convert(plain, learnable=True)
+    layers = ["forward_lstm", "backward_lstm", "proj", "cell", "head"]
+    expected = [
+        "forward_lstm",
+        "forward_lstm/recurrent_kernel",
+        "backward_lstm",
+        "backward_lstm/recurrent_kernel",
+        "proj",
+        "cell",
+        "cell/recurrent_kernel",
+        "head",
+    ]
+    for model in (plain, converted):
+        recorder = callbacks.WeightDistribution(percentiles=(100, 0))
+        recorder.set_model(model)
+        recorder.record(0)
+        assert recorder.layer_names == expected
+    assert recorder.scale_names == layers
+    cell = converted.get_layer("bi").forward_layer.cell
+    np.testing.assert_allclose(
+        recorder.percentiles["forward_lstm/recurrent_kernel"][0],
+        np.percentile(np.asarray(cell.recurrent_kernel), (100, 0)),
+        rtol=1e-6,
+    )
+
+
+def test_a_plain_layer_with_lora_records_its_merged_kernel():
+    """Its `kernel` is a tensor (the kernel plus the adapters' product), not
+    a variable: it was not recorded."""
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, name="d")]
+    )
+    layer = model.get_layer("d")
+    layer.enable_lora(2)
+    layer.lora_kernel_b.assign(np.ones((2, 3), "float32"))
+    recorder = callbacks.WeightDistribution(percentiles=(100, 0))
+    recorder.set_model(model)
+    recorder.record(0)
+    np.testing.assert_allclose(
+        recorder.percentiles["d"][0],
+        np.percentile(np.asarray(layer.kernel), (100, 0)),
+        rtol=1e-6,
+    )
 
 
 def test_tensorboard_scalars_are_written(tmp_path):

@@ -226,7 +226,8 @@ def test_convert_twice_is_a_copy(learnable):
     inputs = architectures.sample_inputs(model, 2)
     once = convert(model, learnable=learnable)
     architectures.train_step(once, inputs)
-    twice, report = convert(once, "wn", return_report=True)
+    with pytest.warns(UserWarning, match="are keras_wc layers already"):
+        twice, report = convert(once, "wn", return_report=True)
     assert not report.converted
     assert {e.reason for e in report.skipped} >= {
         "already reparameterized (WCConv2D)",
@@ -319,6 +320,27 @@ def test_unsupported_and_subclassed_kernel_layers_are_skipped():
         "a subclass of Dense (it may hold other state; only the exact Keras "
         "class is converted)"
     )
+
+
+def test_a_model_without_kernels_warns_that_nothing_was_converted():
+    """It used to say nothing: the warning came only where kernels were
+    found and none converted."""
+    inputs = keras.Input((4,), dtype="int32")
+    x = keras.layers.Embedding(10, 3, name="embedding")(inputs)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling1D()(x))
+    with pytest.warns(UserWarning) as caught:
+        _, report = convert(model, return_report=True)
+    assert (report.kernels, report.converted) == (0, ())
+    [warning] = [w for w in caught if "converted no kernel" in str(w.message)]
+    message = str(warning.message)
+    assert message.startswith(
+        f"keras_wc.convert converted no kernel of model '{model.name}' "
+        "(0 kernel(s) found): it holds no kernel layer"
+    )
+    assert "Check that this is the model you meant" in message
+    assert "skipped: embedding" in message  # the report follows
+    assert warning.filename == __file__  # points at the caller
 
 
 def test_report_is_a_table_and_is_logged(caplog):
