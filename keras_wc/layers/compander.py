@@ -448,14 +448,43 @@ def _fixed_forward(compander, v, a, b, l2=None):
     if kind is not None:
         return _native_fixed_forward(kind, v, a, b, l2)
 
+    def forward(v, a, b):
+        return _forward(compander, v, a, b)
+
+    def backward(upstream, v, a, b):
+        return upstream * compander.derivative(v, a, b)
+
+    def penalized_backward(upstream, upstream_penalty, w, v, a, b):
+        upstream = upstream + (2.0 * l2 * upstream_penalty) * w
+        return backward(upstream, v, a, b)
+
     @backend.custom_gradient
     def psi(v):
-        w = _forward(compander, v, a, b)
+        # On TensorFlow's graph mode each pass is one XLA-compiled loop
+        # nested in the graph (the polynomial arctan, ~2× TensorFlow's
+        # `atan` and its ops one pass each on a 2048² kernel).
+        w = backend.fused_by_xla(compander, "forward", forward, v, a, b)
 
         def grad(upstream, upstream_penalty=None):
-            if upstream_penalty is not None:
-                upstream = upstream + (2.0 * l2 * upstream_penalty) * w
-            return upstream * compander.derivative(v, a, b)
+            if upstream_penalty is None:
+                return backend.fused_by_xla(
+                    compander, "backward", backward, upstream, v, a, b
+                )
+            # Ψ(v) recomputed where XLA fuses it into the update: the
+            # forward's Ψ(v) kept for this term would be alive with
+            # ∂L/∂Ψ(v), a second kernel-sized temporary per layer.
+            again = backend.recomputed(lambda v: forward(v, a, b), v, w)
+            return backend.fused_by_xla(
+                compander,
+                ("penalized backward", l2),
+                penalized_backward,
+                upstream,
+                upstream_penalty,
+                again,
+                v,
+                a,
+                b,
+            )
 
         if l2 is None:
             return w, grad

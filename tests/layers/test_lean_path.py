@@ -460,3 +460,37 @@ def test_wc_scales_the_output_only_with_learnable_linear_layers(
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(model(x)), want, rtol=1e-6, atol=1e-6
         )
+
+
+def _step_temporaries(model, x, y):
+    """The bytes of temporaries of `model`'s compiled JAX training step."""
+    from bench.speed import xla_step_analysis
+
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    model.train_on_batch(x, y)  # builds the optimizer
+    return xla_step_analysis(model, x, y).temp_size_in_bytes
+
+
+@pytest.mark.backends("jax", reason="XLA's memory analysis of the JAX step")
+def test_the_fused_penalty_keeps_no_kernel_alive_for_the_backward():
+    # Eq. 5's penalty gradient 2·l2·Ψ(v)·Ψ'(v) reads Ψ(v): kept from the
+    # forward pass it is a kernel-sized temporary alive with ∂L/∂Ψ(v);
+    # recomputed (`backend.recomputed`), the step with the penalty needs no
+    # more temporary memory than the step without it.
+    def model(l2):
+        regularizer = keras.regularizers.L2(l2) if l2 else None
+        inputs = keras.Input((64,))
+        h = keras.layers.Dense(
+            512, activation="relu", kernel_regularizer=regularizer
+        )(inputs)
+        h = keras.layers.Dense(
+            512, activation="relu", kernel_regularizer=regularizer
+        )(h)
+        outputs = keras.layers.Dense(4, kernel_regularizer=regularizer)(h)
+        return keras_wc.convert(keras.Model(inputs, outputs), "wc", b=0.6)
+
+    x, y = _x((8, 64)), _x((8, 4), seed=1)
+    without = _step_temporaries(model(0.0), x, y)
+    with_penalty = _step_temporaries(model(5e-5), x, y)
+    kernel = 512 * 512 * 4
+    assert with_penalty < without + kernel // 2, (with_penalty, without)
