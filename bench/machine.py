@@ -21,6 +21,25 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+def cpu_kind():
+    """"family F model M" from /proc/cpuinfo: which generation the model
+    name leaves out (an "AMD EPYC" is Zen 3 at family 25 model 1, Zen 4
+    at model 17), or "" where it is not there."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return ""
+    if "cpu family" in fields and "model" in fields:
+        return f"family {fields['cpu family']} model {fields['model']}"
+    return ""
+
+
 def has_avx512():
     try:
         with open("/proc/cpuinfo") as f:
@@ -42,6 +61,7 @@ def describe():
     """A dict for result files: CPU model, cores, AVX-512, oneDNN."""
     return {
         "cpu": cpu_model(),
+        "cpu_kind": cpu_kind(),
         "cpus": os.cpu_count(),
         "avx512": has_avx512(),
         "onednn": onednn_enabled(),
@@ -51,8 +71,10 @@ def describe():
 
 def line(machine):
     """One line for Markdown tables: `CPU, N cores, oneDNN on/off`."""
+    kind = machine.get("cpu_kind")
+    cpu = f"{machine['cpu']} ({kind})" if kind else machine["cpu"]
     return (
-        f"{machine['cpu']}, {machine['cpus']} cores, AVX-512 "
+        f"{cpu}, {machine['cpus']} cores, AVX-512 "
         f"{'yes' if machine['avx512'] else 'no'}, oneDNN "
         f"{'on' if machine['onednn'] else 'off'}"
     )
