@@ -4,6 +4,7 @@ import json
 import os
 
 import keras
+import numpy as np
 import pytest
 
 from bench import speed, study
@@ -33,14 +34,27 @@ def test_ratios_are_relative_to_the_base():
     assert ratios["plain"]["ratio"] == 1.0
 
 
+SPEED_RESULTS = sorted(
+    name[: -len(".json")]
+    for name in os.listdir(RESULTS)
+    if name.startswith("speed-") and name.endswith(".json")
+)
+
+
 @pytest.mark.backend_independent
-@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
-def test_committed_speed_table_matches_its_json(backend):
-    with open(os.path.join(RESULTS, f"speed-{backend}.json")) as f:
+def test_every_backend_has_committed_speed_results():
+    for backend in ("tensorflow", "jax", "torch"):
+        assert f"speed-{backend}" in SPEED_RESULTS
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("name", SPEED_RESULTS)
+def test_committed_speed_table_matches_its_json(name):
+    with open(os.path.join(RESULTS, f"{name}.json")) as f:
         result = json.load(f)
-    assert result["backend"] == backend and not result["quick"]
+    assert name.split("-")[1] == result["backend"] and not result["quick"]
     assert result["machine"]["cpu"]  # every result names its CPU
-    with open(os.path.join(RESULTS, f"speed-{backend}.md")) as f:
+    with open(os.path.join(RESULTS, f"{name}.md")) as f:
         assert f.read() == speed.to_markdown(result)
 
 
@@ -91,6 +105,42 @@ def test_committed_study_table_matches_its_json():
     )
     with open(os.path.join(RESULTS, "study.md")) as f:
         assert f.read() == study.to_markdown(report)
+
+
+@pytest.mark.backends(
+    "tensorflow", reason="the rows' layout; `make bench` times every backend"
+)
+def test_quick_finetuning_rows_time_every_variant_and_optimizer():
+    ratios = speed.finetuning_ratios(8, False, quick=True, rounds=1)
+    assert set(ratios) == {
+        "plain",
+        *(
+            variant + suffix
+            for variant in ("wc", "wc-fine", "wn")
+            for suffix in ("", " modified")
+        ),
+    }
+    assert ratios["plain"]["ratio"] == 1.0
+
+
+def test_naive_layer_is_the_wc_variants_function():
+    # The naive model starts from the plain model's function, as `convert`
+    # does: the same outputs for the same weights.
+    x, _ = speed._batch("dense", 4, quick=True)
+    plain = speed.plain_model("dense", quick=True)
+    naive = speed.naive_model(quick=True)
+    for layer, source in zip(naive.layers[1:], plain.layers[1:], strict=True):
+        layer.set_weights(
+            [
+                0.6 * np.tan(source.get_weights()[0]),
+                source.get_weights()[1],
+            ]
+        )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(naive(x)),
+        keras.ops.convert_to_numpy(plain(x)),
+        atol=1e-5,
+    )
 
 
 def test_dense_heavy_model_size():
