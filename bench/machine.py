@@ -9,22 +9,9 @@ import os
 import platform
 
 
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo (or `platform.processor()`)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_kind():
-    """"family F model M" from /proc/cpuinfo: which generation the model
-    name leaves out (an "AMD EPYC" is Zen 3 at family 25 model 1, Zen 4
-    at model 17), or "" where it is not there."""
+def _cpuinfo():
+    """The first processor's fields in /proc/cpuinfo ({} where there is
+    none)."""
     fields = {}
     try:
         with open("/proc/cpuinfo") as f:
@@ -34,18 +21,29 @@ def cpu_kind():
                 key, _, value = line.partition(":")
                 fields[key.strip()] = value.strip()
     except OSError:
-        return ""
+        pass
+    return fields
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (or `platform.processor()`)."""
+    return (
+        _cpuinfo().get("model name") or platform.processor() or "unknown"
+    )
+
+
+def cpu_kind():
+    """"family F model M" from /proc/cpuinfo: which generation the model
+    name leaves out (an "AMD EPYC" is Zen 3 at family 25 model 1, Zen 4
+    at model 17), or "" where it is not there."""
+    fields = _cpuinfo()
     if "cpu family" in fields and "model" in fields:
         return f"family {fields['cpu family']} model {fields['model']}"
     return ""
 
 
 def has_avx512():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return " avx512f" in f.read()
-    except OSError:
-        return False
+    return "avx512f" in _cpuinfo().get("flags", "").split()
 
 
 def onednn_enabled():

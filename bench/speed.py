@@ -151,10 +151,10 @@ def plain_model(arch, quick):
     return model
 
 
-def naive_model(quick):
+def naive_model(plain, quick):
     """The dense model of `NaiveCompanderDense` layers with the same a, b
-    and weight decay as the "wc" variant, from the plain model's weights
-    (v = Ψ⁻¹(w))."""
+    and weight decay as the "wc" variant, from the weights of the plain
+    dense model `plain` (v = Ψ⁻¹(w)): the same function."""
     _, options = VARIANTS["wc"]
     a, b = options["a"], options["b"]
     l2 = keras_wc.l2_from_pytorch(WEIGHT_DECAY).l2
@@ -162,7 +162,6 @@ def naive_model(quick):
     def dense(*args, **kwargs):
         return NaiveCompanderDense(*args, a=a, b=b, l2=l2, **kwargs)
 
-    plain = plain_model("dense", quick)
     model = dense_heavy(width=256 if quick else 2048, dense=dense)
     for layer, source in zip(model.layers[1:], plain.layers[1:], strict=True):
         kernel, bias = source.get_weights()
@@ -184,9 +183,10 @@ def reparameterize(model, variant, x, arch="dense"):
 
 
 def build(arch, variant, quick, x):
+    plain = plain_model(arch, quick)
     if variant == "naive":
-        return naive_model(quick)
-    return reparameterize(plain_model(arch, quick), variant, x, arch)
+        return naive_model(plain, quick)
+    return reparameterize(plain, variant, x, arch)
 
 
 def compiled(model, optimizer, jit):
@@ -650,7 +650,7 @@ def to_markdown(result):
             elif (arch, batch, variant) in jit_off:
                 bound = jit_off[(arch, batch, variant)] + 0.05
                 target = bound if target is None else min(target, bound)
-            if "naive" in row and variant not in ("plain", "naive"):
+            if "naive" in row and variant != "plain":
                 # Never slower than the ten-line layer (issue 25).
                 naive = row["naive"]["ratio"]
                 target = naive if target is None else min(target, naive)

@@ -20,8 +20,7 @@ import numpy as np
 
 from keras_wc import internals, tree
 from keras_wc.dependencies import require
-from keras_wc.layers.layouts import RECURRENT_LAYERS
-from keras_wc.layers.recurrent import RecurrentMixin
+from keras_wc.layers.recurrent import kernel_holder
 from keras_wc.layers.reparameterized import KERNEL_NAMES, ReparameterizedLayer
 from keras_wc.validation import nearest_directory, path_argument
 
@@ -29,16 +28,9 @@ from keras_wc.validation import nearest_directory, path_argument
 PAPER_PERCENTILES = (100, 93, 84, 69, 50, 31, 16, 7, 0)
 
 
-def _kernel_holder(layer):
-    """The layer holding `layer`'s kernels: a recurrent layer's cell."""
-    if isinstance(layer, RecurrentMixin) or type(layer) in RECURRENT_LAYERS:
-        return layer.cell
-    return layer
-
-
 def _enter(node):
     # A recurrent layer stands for its cell, as in `keras_wc.convert`.
-    return _kernel_holder(node.layer) is node.layer
+    return kernel_holder(node.layer) is node.layer
 
 
 def _kernels(layer):
@@ -58,6 +50,14 @@ def _kernels(layer):
     return kernels
 
 
+def _has_kernels(layer):
+    """Whether `_kernels(layer)` is not empty, without computing a keras_wc
+    layer's effective kernels."""
+    if isinstance(layer, ReparameterizedLayer):
+        return bool(layer._raw_kernels)
+    return bool(_kernels(layer))
+
+
 def _as_numpy(kernels):
     return {
         name: np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
@@ -75,7 +75,7 @@ def effective_kernels(layer):
     dict (a composite layer's or a model's are those of the layers inside
     it: see `WeightDistribution`).
     """
-    return _as_numpy(_kernels(_kernel_holder(layer)))
+    return _as_numpy(_kernels(kernel_holder(layer)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,13 +87,11 @@ class _KernelLayer:
         key: its series key: its name, or its path where several kernel
             layers of the model share the name.
         holder: the layer holding its kernels (a recurrent layer's cell).
-        kernels: the kernels, by kernel name.
     """
 
     node: tree.Node
     key: str
     holder: object
-    kernels: dict
 
 
 def _kernel_layers(model):
@@ -101,19 +99,17 @@ def _kernel_layers(model):
     order."""
     found = []
     for node in tree.walk(model, enter=_enter):
-        holder = _kernel_holder(node.layer)
-        kernels = _kernels(holder)
-        if kernels:
-            found.append((node, holder, kernels))
-    names = collections.Counter(node.layer.name for node, _, _ in found)
+        holder = kernel_holder(node.layer)
+        if _has_kernels(holder):
+            found.append((node, holder))
+    names = collections.Counter(node.layer.name for node, _ in found)
     return [
         _KernelLayer(
             node,
             node.layer.name if names[node.layer.name] == 1 else node.path,
             holder,
-            kernels,
         )
-        for node, holder, kernels in found
+        for node, holder in found
     ]
 
 
@@ -249,7 +245,7 @@ class WeightDistribution(keras.callbacks.Callback):
         row = len(self.epochs)
         self.epochs.append(int(epoch))
         for layer in self._selected():
-            for name, kernel in _as_numpy(layer.kernels).items():
+            for name, kernel in _as_numpy(_kernels(layer.holder)).items():
                 key = layer.key if name == "kernel" else f"{layer.key}/{name}"
                 values = np.percentile(
                     kernel.reshape(-1), self.percentile_levels

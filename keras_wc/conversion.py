@@ -26,6 +26,7 @@ from keras_wc.layers import wc, wn
 from keras_wc.layers.compander import SharedCompander
 from keras_wc.layers.layouts import RECURRENT_LAYERS, SUPPORTED_LAYERS
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
+from keras_wc.layers.recurrent import kernel_holder
 from keras_wc.layers.reparameterized import KERNEL_NAMES
 from keras_wc.validation import learnable_mode, positive_number
 
@@ -185,7 +186,7 @@ def convert(
         # Every layer's options are checked before the first one changes.
         kernel_class = getattr(cls, "CELL_CLASS", None) or cls
         kernel_class._parse_options(
-            _kernel_holder(node.layer), **_with_scales(layer_kwargs, scales)
+            kernel_holder(node.layer), **_with_scales(layer_kwargs, scales)
         )
     for node, cls, scales in plan:
         cls.adopt(node.layer, **_with_scales(layer_kwargs, scales))
@@ -490,15 +491,8 @@ def _layer_kwargs(method, options, plan):
     }
 
 
-def _kernel_holder(layer):
-    """The layer holding the kernels: the cell of a recurrent layer."""
-    if type(layer) in RECURRENT_LAYERS:
-        return layer.cell
-    return layer
-
-
 def _kernel_names(layer):
-    names = {v.name for v in internals.own_variables(_kernel_holder(layer))}
+    names = {v.name for v in internals.own_variables(kernel_holder(layer))}
     return tuple(name for name in KERNEL_NAMES if name in names)
 
 
@@ -521,7 +515,7 @@ def _plan(model, registry, select):
         if target is not None:
             plan.append((node, target))
         if target is not None or reason is not None:
-            holder = _kernel_holder(layer)
+            holder = kernel_holder(layer)
             entries.append(
                 ReportEntry(
                     node.path,
@@ -546,7 +540,7 @@ def _decide(layer, node, registry, select):
     if records.is_reparameterized(layer):
         return None, f"already reparameterized ({type(layer).__name__})"
     if type(layer) in registry:
-        holder = _kernel_holder(layer)
+        holder = kernel_holder(layer)
         if getattr(holder, "quantization_mode", None):
             return None, f"quantized ({holder.quantization_mode})"
         if not select(node):
@@ -572,7 +566,7 @@ def _kernels(layer):
     (without LoRA adapters, which stay adapters of the converted kernel)."""
     return {
         v.name: np.asarray(ops.convert_to_numpy(v), "float32")
-        for v in internals.own_variables(_kernel_holder(layer))
+        for v in internals.own_variables(kernel_holder(layer))
         if v.name in KERNEL_NAMES
     }
 

@@ -20,7 +20,7 @@ from keras_wc.layers.layouts import (
     plain_parent,
 )
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
-from keras_wc.layers.recurrent import RecurrentMixin
+from keras_wc.layers.recurrent import kernel_holder
 from keras_wc.layers.reparameterized import (
     KERNEL_NAMES,
     ReparameterizedLayer,
@@ -199,7 +199,7 @@ def _kernel_values(layer):
 def _fill_kernel_layer(old, new, mobn):
     """Fills the plain layer `new` with the effective weights of `old`
     (a recurrent layer's are its cell's), shifting the bias by `mobn`."""
-    holder = old.cell if isinstance(old, RecurrentMixin) else old
+    holder = kernel_holder(old)
     values = {
         name: ops.convert_to_numpy(value)
         for name, value in _kernel_values(holder).items()

@@ -27,7 +27,7 @@ import keras
 
 from keras_wc import tree
 from keras_wc.layers.layouts import plain_parent
-from keras_wc.layers.recurrent import RecurrentMixin
+from keras_wc.layers.recurrent import RecurrentMixin, kernel_holder
 from keras_wc.layers.reparameterized import CHANGE, ReparameterizedLayer
 
 REGISTERED_NAME = "keras_wc>ReparameterizedModel"
@@ -70,9 +70,7 @@ def record(root):
         layer = node.layer
         where = {"index": list(node.index), "path": node.path}
         if is_reparameterized(layer):
-            kernel_layer = (
-                layer.cell if isinstance(layer, RecurrentMixin) else layer
-            )
+            kernel_layer = kernel_holder(layer)
             entry = {
                 **where,
                 "class": keras.saving.get_registered_name(type(layer)),

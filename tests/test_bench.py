@@ -128,14 +128,7 @@ def test_naive_layer_is_the_wc_variants_function():
     # does: the same outputs for the same weights.
     x, _ = speed._batch("dense", 4, quick=True)
     plain = speed.plain_model("dense", quick=True)
-    naive = speed.naive_model(quick=True)
-    for layer, source in zip(naive.layers[1:], plain.layers[1:], strict=True):
-        layer.set_weights(
-            [
-                0.6 * np.tan(source.get_weights()[0]),
-                source.get_weights()[1],
-            ]
-        )
+    naive = speed.naive_model(plain, quick=True)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(naive(x)),
         keras.ops.convert_to_numpy(plain(x)),

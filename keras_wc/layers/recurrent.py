@@ -73,3 +73,11 @@ class RecurrentMixin:
         internals.change_class(self, plain_parent(type(self)))
         mark_change(self, "released")
         return self
+
+
+def kernel_holder(layer):
+    """The layer holding `layer`'s kernels: a recurrent layer's cell (a
+    Keras `LSTM`/`GRU`/`SimpleRNN` or a keras_wc one), else `layer`."""
+    if isinstance(layer, RecurrentMixin) or type(layer) in RECURRENT_LAYERS:
+        return layer.cell
+    return layer
