@@ -783,6 +783,8 @@ def main(argv=None):
     )
     parser.add_argument("--memory-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.tag is not None and not args.tag.replace("-", "").isalnum():
+        parser.error(f"--tag must be letters, digits and '-': {args.tag!r}")
     if args.memory_child:
         stage, arch, variant, batch, path = args.memory_child
         measured = _memory_child(
@@ -799,8 +801,6 @@ def main(argv=None):
     )
     name = f"speed-{result['backend']}" + ("-quick" if args.quick else "")
     if args.tag:
-        if not args.tag.replace("-", "").isalnum():
-            parser.error(f"--tag must be letters, digits and '-': {args.tag!r}")
         name += f"-{args.tag}"
     output.write(args.out, name, result, to_markdown(result))
     return 0

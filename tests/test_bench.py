@@ -58,6 +58,15 @@ def test_committed_speed_table_matches_its_json(name):
         assert f.read() == speed.to_markdown(result)
 
 
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("tag", ["", "amd/zen4", "../x"])
+def test_a_bad_tag_fails_before_anything_runs(tag, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        speed.main(["--quick", "--tag", tag, "--out", str(tmp_path)])
+    assert "--tag" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
+
+
 def test_quick_run_writes_this_backends_rows(tmp_path):
     assert (
         speed.main(
