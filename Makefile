@@ -39,7 +39,7 @@ TORCH_TESTS := tests/layers tests/test_backends.py tests/test_companders.py \
 	tests/test_callbacks.py tests/test_export.py tests/models \
 	tests/train/test_run.py tests/train/test_finetune.py \
 	tests/test_round_trips.py tests/test_internals.py tests/test_distribution.py \
-	tests/test_compose.py
+	tests/test_compose.py tests/test_saved_fixtures.py
 
 # Each backend in turn (stopping at the first that fails), then the time
 # each took.
