@@ -11,49 +11,12 @@ from keras_wc.conversion import ConversionReport, convert
 from keras_wc.exporting import export
 from keras_wc.folding import fold
 from keras_wc.initialization import initialize
+from keras_wc.layers import layouts as _layouts
+from keras_wc.layers import wc as _wc
+from keras_wc.layers import wn as _wn
 from keras_wc.layers.compander import SharedCompander
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
-from keras_wc.layers.wc import (
-    WCGRU,
-    WCLSTM,
-    WCConv1D,
-    WCConv1DTranspose,
-    WCConv2D,
-    WCConv2DTranspose,
-    WCConv3D,
-    WCConv3DTranspose,
-    WCDense,
-    WCDepthwiseConv1D,
-    WCDepthwiseConv2D,
-    WCEinsumDense,
-    WCGRUCell,
-    WCLSTMCell,
-    WCSeparableConv1D,
-    WCSeparableConv2D,
-    WCSimpleRNN,
-    WCSimpleRNNCell,
-)
 from keras_wc.layers.weight_normalization import WeightNormalization
-from keras_wc.layers.wn import (
-    WNGRU,
-    WNLSTM,
-    WNConv1D,
-    WNConv1DTranspose,
-    WNConv2D,
-    WNConv2DTranspose,
-    WNConv3D,
-    WNConv3DTranspose,
-    WNDense,
-    WNDepthwiseConv1D,
-    WNDepthwiseConv2D,
-    WNEinsumDense,
-    WNGRUCell,
-    WNLSTMCell,
-    WNSeparableConv1D,
-    WNSeparableConv2D,
-    WNSimpleRNN,
-    WNSimpleRNNCell,
-)
 from keras_wc.version import __version__
 from keras_wc.weight_decay import l2_from_pytorch
 
@@ -61,42 +24,6 @@ __all__ = [
     "ConversionReport",
     "MeanOnlyBatchNorm",
     "SharedCompander",
-    "WCConv1D",
-    "WCConv1DTranspose",
-    "WCConv2D",
-    "WCConv2DTranspose",
-    "WCConv3D",
-    "WCConv3DTranspose",
-    "WCDense",
-    "WCDepthwiseConv1D",
-    "WCDepthwiseConv2D",
-    "WCEinsumDense",
-    "WCGRU",
-    "WCGRUCell",
-    "WCLSTM",
-    "WCLSTMCell",
-    "WCSeparableConv1D",
-    "WCSeparableConv2D",
-    "WCSimpleRNN",
-    "WCSimpleRNNCell",
-    "WNConv1D",
-    "WNConv1DTranspose",
-    "WNConv2D",
-    "WNConv2DTranspose",
-    "WNConv3D",
-    "WNConv3DTranspose",
-    "WNDense",
-    "WNDepthwiseConv1D",
-    "WNDepthwiseConv2D",
-    "WNEinsumDense",
-    "WNGRU",
-    "WNGRUCell",
-    "WNLSTM",
-    "WNLSTMCell",
-    "WNSeparableConv1D",
-    "WNSeparableConv2D",
-    "WNSimpleRNN",
-    "WNSimpleRNNCell",
     "WeightNormalization",
     "__version__",
     "callbacks",
@@ -111,3 +38,13 @@ __all__ = [
     "optimizers",
     "save_plain_weights",
 ]
+
+# The WC* and WN* layer classes, one per row of the table of layer types
+# (`keras_wc.layers.layouts`) that Keras exports.
+_LAYERS = {
+    name: cls
+    for name, cls in {**_wc.CLASSES, **_wn.CLASSES}.items()
+    if _layouts.is_public(cls)
+}
+globals().update(_LAYERS)
+__all__ = sorted(__all__ + list(_LAYERS))

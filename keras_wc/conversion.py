@@ -68,14 +68,14 @@ def convert(
 
     Every selected built-in kernel layer (`Dense`, `EinsumDense`,
     `Conv1D/2D/3D`, `Conv1D/2D/3DTranspose`, `DepthwiseConv1D/2D`,
-    `SeparableConv1D/2D`), recurrent layer (`LSTM`, `GRU`, `SimpleRNN`: their
-    `kernel` and `recurrent_kernel`) or recurrent cell, matched on the exact
-    type, at any depth of the model's layer tree, becomes its keras_wc
-    counterpart (`Dense` → `WCDense`, `LSTM` → `WCLSTM`, ...). Its raw
-    variables start at the right inverse of the original kernel,
-    `v = Ψ⁻¹(w)` (WC paper, Eq. 4) or `v = w, g = ‖w‖` (WN), so the outputs
-    equal the original's up to float32 round-off. Biases and normalization
-    layers are never reparameterized.
+    `SeparableConv1D/2D`), recurrent layer (`LSTM`, `GRU`, `SimpleRNN`,
+    `ConvLSTM1D/2D/3D`: their `kernel` and `recurrent_kernel`) or recurrent
+    cell, matched on the exact type, at any depth of the model's layer
+    tree, becomes its keras_wc counterpart (`Dense` → `WCDense`, `LSTM` →
+    `WCLSTM`, ...). Its raw variables start at the right inverse of the
+    original kernel, `v = Ψ⁻¹(w)` (WC paper, Eq. 4) or `v = w, g = ‖w‖`
+    (WN), so the outputs equal the original's up to float32 round-off.
+    Biases and normalization layers are never reparameterized.
 
     The tree covers nested Sequential/Functional models, composite layers
     (the projections of `MultiHeadAttention`, keras-hub's

@@ -7,6 +7,7 @@ changes one fails there first.
 """
 
 import contextlib
+import functools
 import inspect
 
 import keras
@@ -151,3 +152,14 @@ def own_variables(layer):
     `_trainable_variables` and `_non_trainable_variables`.
     """
     return layer._trainable_variables + layer._non_trainable_variables
+
+
+@functools.cache
+def conv_lstm_cell_class():
+    """The class of the cell Keras's `ConvLSTM1D/2D/3D` build.
+
+    Missing public API: Keras does not export it (`keras.layers` has no
+    `ConvLSTMCell`); it is taken from a layer built through the public
+    API, not imported from `keras.src`.
+    """
+    return type(keras.layers.ConvLSTM1D(1, 1, name="keras_wc_probe").cell)

@@ -12,6 +12,7 @@ from layer_harness import mirrored_strategy
 
 from keras_wc.initialization import initialize
 from keras_wc.layers import wn
+from keras_wc.layers.layouts import LAYER_TYPES
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
 from keras_wc.layers.weight_norm import WeightNormMixin
 
@@ -111,15 +112,20 @@ def test_mean_only_batch_norm_model_keeps_moving_means_and_has_no_bias():
         assert not np.allclose(np.asarray(layer.g), 1.0)
 
 
-# (class, kwargs, input shape, output axes indexing units)
+# (class, kwargs, input shape, output axes indexing units): the test case
+# of each row of the table of layer types with data init (a batch of 32,
+# the units on the last output axis), and einsum equations with several or
+# implicit unit axes.
 LAYER_CASES = [
-    (wn.WNDense, {"units": 5}, (64, 3), (1,)),
     (
-        wn.WNEinsumDense,
-        {"equation": "abc,cd->abd", "output_shape": (4, 5), "bias_axes": "d"},
-        (64, 4, 3),
-        (2,),
-    ),
+        wn.CLASSES["WN" + row.parent.__name__],
+        row.case.kwargs,
+        (32, *row.case.input_shape[1:]),
+        (len(row.case.output_shape) - 1,),
+    )
+    for row in LAYER_TYPES
+    if row.data_init is not None
+] + [
     (
         wn.WNEinsumDense,
         {"equation": "abc,bcd->abd", "output_shape": (4, 5), "bias_axes": "bd"},
@@ -132,62 +138,10 @@ LAYER_CASES = [
         (32, 3, 3),
         (2,),
     ),
-    (wn.WNConv1D, {"filters": 4, "kernel_size": 3}, (32, 8, 3), (2,)),
-    (wn.WNConv2D, {"filters": 4, "kernel_size": 3}, (16, 6, 6, 3), (3,)),
-    (wn.WNConv3D, {"filters": 3, "kernel_size": 2}, (16, 4, 4, 4, 2), (4,)),
-    (wn.WNConv1DTranspose, {"filters": 4, "kernel_size": 3}, (32, 6, 3), (2,)),
-    (
-        wn.WNConv2DTranspose,
-        {"filters": 4, "kernel_size": 2, "strides": 2},
-        (16, 3, 3, 3),
-        (3,),
-    ),
-    (
-        wn.WNConv3DTranspose,
-        {"filters": 2, "kernel_size": 2},
-        (16, 3, 3, 3, 2),
-        (4,),
-    ),
-    (
-        wn.WNDepthwiseConv1D,
-        {"kernel_size": 3, "depth_multiplier": 2},
-        (32, 8, 3),
-        (2,),
-    ),
-    (
-        wn.WNDepthwiseConv2D,
-        {"kernel_size": 3, "depth_multiplier": 2},
-        (16, 6, 6, 3),
-        (3,),
-    ),
-    (
-        wn.WNSeparableConv1D,
-        {"filters": 4, "kernel_size": 3, "depth_multiplier": 2},
-        (32, 8, 3),
-        (2,),
-    ),
-    (
-        wn.WNSeparableConv2D,
-        {"filters": 4, "kernel_size": 3},
-        (16, 6, 6, 3),
-        (3,),
-    ),
 ]
-LAYER_IDS = [
-    "Dense",
-    "Einsum",
+LAYER_IDS = [case[0].__name__[2:] for case in LAYER_CASES[:-2]] + [
     "Einsum-2-unit-axes",
     "Einsum-ellipsis",
-    "Conv1D",
-    "Conv2D",
-    "Conv3D",
-    "Conv1DTranspose",
-    "Conv2DTranspose",
-    "Conv3DTranspose",
-    "DepthwiseConv1D",
-    "DepthwiseConv2D",
-    "SeparableConv1D",
-    "SeparableConv2D",
 ]
 
 

@@ -67,42 +67,6 @@ RAW_NAMES = {
 }
 
 
-# The docstring example of each supported parent: (constructor arguments,
-# input shape, output shape), shared by the WC and WN docstrings.
-DOC_EXAMPLES = {
-    keras.layers.Dense: ("16", "(2, 8)", "(2, 16)"),
-    keras.layers.EinsumDense: (
-        '"ab,bc->ac", output_shape=16',
-        "(2, 8)",
-        "(2, 16)",
-    ),
-    keras.layers.Conv1D: ("16, 3", "(2, 10, 4)", "(2, 8, 16)"),
-    keras.layers.Conv2D: ("16, 3", "(2, 10, 10, 4)", "(2, 8, 8, 16)"),
-    keras.layers.Conv3D: ("16, 3", "(2, 6, 6, 6, 4)", "(2, 4, 4, 4, 16)"),
-    keras.layers.Conv1DTranspose: ("16, 3", "(2, 8, 4)", "(2, 10, 16)"),
-    keras.layers.Conv2DTranspose: (
-        "16, 3",
-        "(2, 8, 8, 4)",
-        "(2, 10, 10, 16)",
-    ),
-    keras.layers.Conv3DTranspose: (
-        "16, 3",
-        "(2, 4, 4, 4, 4)",
-        "(2, 6, 6, 6, 16)",
-    ),
-    keras.layers.DepthwiseConv1D: ("3", "(2, 10, 4)", "(2, 8, 4)"),
-    keras.layers.DepthwiseConv2D: ("3", "(2, 10, 10, 4)", "(2, 8, 8, 4)"),
-    keras.layers.SeparableConv1D: ("16, 3", "(2, 10, 4)", "(2, 8, 16)"),
-    keras.layers.SeparableConv2D: ("16, 3", "(2, 10, 10, 4)", "(2, 8, 8, 16)"),
-    keras.layers.LSTMCell: ("16", "(2, 8)", "(2, 16)"),
-    keras.layers.GRUCell: ("16", "(2, 8)", "(2, 16)"),
-    keras.layers.SimpleRNNCell: ("16", "(2, 8)", "(2, 16)"),
-    keras.layers.LSTM: ("16", "(2, 5, 8)", "(2, 16)"),
-    keras.layers.GRU: ("16", "(2, 5, 8)", "(2, 16)"),
-    keras.layers.SimpleRNN: ("16", "(2, 5, 8)", "(2, 16)"),
-}
-
-
 def doc_call(parent, input_shape):
     """The docstring example's call line for a layer of class `parent`
     (a recurrent cell takes and returns its states too)."""

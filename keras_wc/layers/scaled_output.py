@@ -10,87 +10,17 @@ the output (`Σ ∂L/∂y·t`, batch-sized) instead of a pass over the kernel's
 gradient.
 
 A layer takes this path only when the `call` its mixin would defer to is
-Keras's own for one of these layers (`SCALABLE_CALLS`), so that a subclass
-with a `call` of its own keeps it, and when its output is smaller than its
-kernel (`output_is_smaller`).
+Keras's own for a layer type whose row in the table of layer types has
+`scaled` ops (`keras_wc.layers.layouts`), so that a subclass with a `call`
+of its own keeps it, and when its output is smaller than its kernel
+(`output_is_smaller`).
 """
 
 import math
 
-import keras
 from keras import ops
 
-
-def _matmul(layer, inputs, kernel):
-    return ops.matmul(inputs, kernel)
-
-
-def _einsum(layer, inputs, kernel):
-    return ops.einsum(layer.equation, inputs, kernel)
-
-
-def _conv(layer, inputs, kernel):
-    return layer.convolution_op(inputs, kernel)
-
-
-def _conv1d(layer, inputs, kernel):
-    padding = layer.padding
-    if padding == "causal":
-        inputs = ops.pad(inputs, layer._compute_causal_padding())
-        padding = "valid"
-    return ops.conv(
-        inputs,
-        kernel,
-        strides=list(layer.strides),
-        padding=padding,
-        dilation_rate=layer.dilation_rate,
-        data_format=layer.data_format,
-    )
-
-
-def _conv_transpose(layer, inputs, kernel):
-    return ops.conv_transpose(
-        inputs,
-        kernel,
-        strides=list(layer.strides),
-        padding=layer.padding,
-        output_padding=layer.output_padding,
-        dilation_rate=layer.dilation_rate,
-        data_format=layer.data_format,
-    )
-
-
-def _add_bias(layer, outputs):
-    return outputs if layer.bias is None else ops.add(outputs, layer.bias)
-
-
-def _add_channel_bias(layer, outputs):
-    if not layer.use_bias:
-        return outputs
-    shape = [1] * len(outputs.shape)
-    shape[-1 if layer.data_format == "channels_last" else 1] = layer.filters
-    return ops.add(outputs, ops.reshape(layer.bias, shape))
-
-
-# The Keras `call`s that are a linear op of (inputs, kernel), then the bias,
-# then the activation: WN can scale their output by g/‖v‖ per unit instead
-# of the kernel (the linear op commutes with a per-output-unit scale).
-# Keyed by the function, so that a subclass overriding `call` keeps its own.
-SCALABLE_CALLS = {
-    keras.layers.Dense.call: (_matmul, _add_bias),
-    keras.layers.EinsumDense.call: (_einsum, _add_bias),
-    keras.layers.Conv1D.call: (_conv1d, _add_channel_bias),
-    keras.layers.Conv2D.call: (_conv, _add_channel_bias),
-    keras.layers.Conv3D.call: (_conv, _add_channel_bias),
-    **{
-        cls.call: (_conv_transpose, _add_channel_bias)
-        for cls in (
-            keras.layers.Conv1DTranspose,
-            keras.layers.Conv2DTranspose,
-            keras.layers.Conv3DTranspose,
-        )
-    },
-}
+from keras_wc.layers.layouts import layout_of
 
 
 def parent_call(cls, mixin):
@@ -118,13 +48,15 @@ def output_is_smaller(layer, inputs, kernel):
 
 
 def scaling_parts(layer, mixin, inputs):
-    """(linear op, bias op) of `layer` if the `call` after `mixin` is one
-    of `SCALABLE_CALLS` and the output on `inputs` is smaller than the
-    kernel, else None (also with LoRA, whose adapters add to the kernel:
-    the scale does not commute with them)."""
-    parts = SCALABLE_CALLS.get(parent_call(type(layer), mixin))
+    """(linear op, bias op) of `layer` if the `call` after `mixin` is
+    Keras's own `call` of a layer type with `scaled` ops and the output on
+    `inputs` is smaller than the kernel, else None (also with LoRA, whose
+    adapters add to the kernel: the scale does not commute with them)."""
+    row = layout_of(layer)
+    parts = row.scaled
     if (
         parts is None
+        or parent_call(type(layer), mixin) is not row.parent.call
         or getattr(layer, "lora_enabled", False)
         or not output_is_smaller(layer, inputs, layer.raw_kernels["kernel"])
     ):
@@ -134,7 +66,7 @@ def scaling_parts(layer, mixin, inputs):
 
 def scaled_call(layer, inputs, kernel, scale, parts):
     """φ(op(inputs, kernel)·scale + bias) for `parts = (op, add_bias)`
-    from `SCALABLE_CALLS`. `scale(ndim)` gives the scale laid out to
+    from the layer type's row. `scale(ndim)` gives the scale laid out to
     broadcast against the op's output of rank `ndim`."""
     linear, add_bias = parts
     outputs = linear(layer, inputs, ops.cast(kernel, layer.compute_dtype))

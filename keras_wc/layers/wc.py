@@ -2,15 +2,22 @@
 
 Each class is its Keras parent with every kernel replaced by `Ψ(v)`
 (`CompanderMixin`); biases and normalization layers are never
-reparameterized (WC paper, §III-A).
+reparameterized (WC paper, §III-A). The classes are generated from the
+table of layer types (`keras_wc.layers.layouts`): `WC` + the Keras class
+name, registered as `keras_wc>WC...`; `CLASSES` holds them by name.
 """
 
-import keras
 
 from keras_wc.layers.compander import CompanderMixin, LinearCompanderMixin
-from keras_wc.layers.layouts import RECURRENT_LAYERS, layout_of, plain_parent
+from keras_wc.layers.layouts import (
+    RECURRENT_LAYERS,
+    define_classes,
+    example_of,
+    layout_of,
+    plain_parent,
+)
 from keras_wc.layers.recurrent import RecurrentMixin
-from keras_wc.layers.reparameterized import DOC_EXAMPLES, RAW_NAMES, doc_call
+from keras_wc.layers.reparameterized import RAW_NAMES, doc_call
 
 _DOC = """{parent} whose kernel{s} {are} reparameterized as `w = a·f(v/b)`.
 
@@ -67,9 +74,24 @@ the effective kernels is evaluated once per training step.
 """
 
 
+_CELL_DOC = """{parent} whose kernels are reparameterized as `w = a·f(v/b)`:
+the cell Keras's `{layers}` build, turned into this by their keras_wc
+forms. See `keras_wc.WCLSTMCell` for the arguments.
+"""
+
+
 def _document(cls):
     parent = plain_parent(cls)
-    example, input_shape, output_shape = DOC_EXAMPLES[parent]
+    example = example_of(parent)
+    if example is None:
+        layers = [
+            p.__name__ for p, c in RECURRENT_LAYERS.items() if c is parent
+        ]
+        cls.__doc__ = _CELL_DOC.format(
+            parent=parent.__name__, layers="`, `".join(layers)
+        )
+        return
+    arguments, input_shape, output_shape = example
     kernels = layout_of(parent).kernels
     several = len(kernels) > 1
     cls.__doc__ = _DOC.format(
@@ -79,103 +101,15 @@ def _document(cls):
         are="are" if several else "is",
         raw=", ".join(RAW_NAMES[k] for k in kernels),
         kernels=", ".join(kernels),
-        example=example,
+        example=arguments,
         call=doc_call(parent, input_shape),
         output_shape=output_shape,
     ) + (_RECURRENT_NOTE if parent in RECURRENT_LAYERS else "")
-    return keras.saving.register_keras_serializable(package="keras_wc")(cls)
 
 
-class WCDense(LinearCompanderMixin, keras.layers.Dense):
-    pass
+def _mixin(row):
+    return LinearCompanderMixin if row.scaled else CompanderMixin
 
 
-class WCEinsumDense(LinearCompanderMixin, keras.layers.EinsumDense):
-    pass
-
-
-class WCConv1D(LinearCompanderMixin, keras.layers.Conv1D):
-    pass
-
-
-class WCConv2D(LinearCompanderMixin, keras.layers.Conv2D):
-    pass
-
-
-class WCConv3D(LinearCompanderMixin, keras.layers.Conv3D):
-    pass
-
-
-class WCConv1DTranspose(LinearCompanderMixin, keras.layers.Conv1DTranspose):
-    pass
-
-
-class WCConv2DTranspose(LinearCompanderMixin, keras.layers.Conv2DTranspose):
-    pass
-
-
-class WCConv3DTranspose(LinearCompanderMixin, keras.layers.Conv3DTranspose):
-    pass
-
-
-class WCDepthwiseConv1D(CompanderMixin, keras.layers.DepthwiseConv1D):
-    pass
-
-
-class WCDepthwiseConv2D(CompanderMixin, keras.layers.DepthwiseConv2D):
-    pass
-
-
-class WCSeparableConv1D(CompanderMixin, keras.layers.SeparableConv1D):
-    pass
-
-
-class WCSeparableConv2D(CompanderMixin, keras.layers.SeparableConv2D):
-    pass
-
-
-class WCLSTMCell(CompanderMixin, keras.layers.LSTMCell):
-    pass
-
-
-class WCGRUCell(CompanderMixin, keras.layers.GRUCell):
-    pass
-
-
-class WCSimpleRNNCell(CompanderMixin, keras.layers.SimpleRNNCell):
-    pass
-
-
-class WCLSTM(RecurrentMixin, keras.layers.LSTM):
-    CELL_CLASS = WCLSTMCell
-
-
-class WCGRU(RecurrentMixin, keras.layers.GRU):
-    CELL_CLASS = WCGRUCell
-
-
-class WCSimpleRNN(RecurrentMixin, keras.layers.SimpleRNN):
-    CELL_CLASS = WCSimpleRNNCell
-
-
-for _cls in (
-    WCDense,
-    WCEinsumDense,
-    WCConv1D,
-    WCConv2D,
-    WCConv3D,
-    WCConv1DTranspose,
-    WCConv2DTranspose,
-    WCConv3DTranspose,
-    WCDepthwiseConv1D,
-    WCDepthwiseConv2D,
-    WCSeparableConv1D,
-    WCSeparableConv2D,
-    WCLSTMCell,
-    WCGRUCell,
-    WCSimpleRNNCell,
-    WCLSTM,
-    WCGRU,
-    WCSimpleRNN,
-):
-    _document(_cls)
+CLASSES = define_classes("WC", __name__, _mixin, RecurrentMixin, _document)
+globals().update(CLASSES)

@@ -22,7 +22,7 @@ import numpy as np
 from keras import ops
 
 from keras_wc import backend
-from keras_wc.layers.layouts import einsum_specs, layout_of
+from keras_wc.layers.layouts import layout_of
 from keras_wc.layers.reparameterized import (
     RAW_NAMES,
     ReparameterizedLayer,
@@ -97,17 +97,6 @@ def in_init_pass(inputs=None):
 
 def _is_true(training):
     return isinstance(training, (bool, np.bool_)) and bool(training)
-
-
-def _spec_positions(spec, ndim):
-    """Position of each letter of an einsum output spec in a rank-`ndim`
-    tensor, "..." standing for the dimensions no letter names."""
-    if "..." not in spec:
-        return {c: i for i, c in enumerate(spec)}
-    head, tail = spec.split("...")
-    positions = {c: i for i, c in enumerate(head)}
-    positions.update({c: ndim - len(tail) + i for i, c in enumerate(tail)})
-    return positions
 
 
 def _normalize_axes(axis, rank):
@@ -239,10 +228,7 @@ def _gain_property(name):
 
 def unit_axes(layer, name, rank):
     """The axes of kernel `name` (of rank `rank`) indexing output units."""
-    if isinstance(layer, keras.layers.EinsumDense):
-        kernel_spec, output_spec = einsum_specs(layer.equation)
-        return tuple(i for i, c in enumerate(kernel_spec) if c in output_spec)
-    return layout_of(layer).unit_axes(name, rank)
+    return layout_of(layer).unit_axes(layer, name, rank)
 
 
 def norm_axes(layer, name, rank):
@@ -253,11 +239,7 @@ def norm_axes(layer, name, rank):
 
 def _kernel_rank(layer, name):
     """The rank of kernel `name`, known before `build`."""
-    if isinstance(layer, keras.layers.EinsumDense):
-        return len(einsum_specs(layer.equation)[0])
-    if isinstance(layer, keras.layers.Dense) or layout_of(layer).recurrent:
-        return 2
-    return layer.rank + 2
+    return layout_of(layer).kernel_rank(layer, name)
 
 
 def _split_constraint(layer, name, constraint, log_scale):
@@ -533,23 +515,10 @@ class WeightNormMixin(WeightNormCore):
     def _output_units(self, ndim):
         """(output positions of the units, in output order; the permutation
         taking statistics over them to the order of the gain's axes)."""
-        if isinstance(self, keras.layers.EinsumDense):
-            kernel_spec, output_spec = einsum_specs(self.equation)
-            positions = _spec_positions(output_spec, ndim)
-            letters = [c for c in kernel_spec if c in output_spec]
-            in_output_order = sorted(letters, key=positions.get)
-            perm = [in_output_order.index(c) for c in letters]
-            return [positions[c] for c in in_output_order], perm
-        if getattr(self, "data_format", None) == "channels_first":
-            return [1], [0]
-        return [ndim - 1], [0]
+        return self.layout.output_units(self, ndim)
 
     def _bias_positions(self, ndim):
-        if isinstance(self, keras.layers.EinsumDense):
-            _, output_spec = einsum_specs(self.equation)
-            positions = _spec_positions(output_spec, ndim)
-            return [positions[c] for c in self.bias_axes]
-        return self._output_units(ndim)[0]
+        return self.layout.bias_positions(self, ndim)
 
     # -- data-dependent initialization -------------------------------------
 

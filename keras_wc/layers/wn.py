@@ -1,16 +1,23 @@
 """The weight-normalized form of every Keras kernel layer.
 
 Each class is its Keras parent with every kernel replaced by `g·v/‖v‖`
-(`WeightNormMixin`); biases are never reparameterized.
+(`WeightNormMixin`); biases are never reparameterized. The classes are
+generated from the table of layer types (`keras_wc.layers.layouts`): `WN` +
+the Keras class name, registered as `keras_wc>WN...`; `CLASSES` holds them
+by name.
 """
 
 import textwrap
 
-import keras
-
-from keras_wc.layers.layouts import RECURRENT_LAYERS, layout_of, plain_parent
+from keras_wc.layers.layouts import (
+    RECURRENT_LAYERS,
+    define_classes,
+    example_of,
+    layout_of,
+    plain_parent,
+)
 from keras_wc.layers.recurrent import RecurrentMixin
-from keras_wc.layers.reparameterized import DOC_EXAMPLES, doc_call
+from keras_wc.layers.reparameterized import doc_call
 from keras_wc.layers.weight_norm import WeightNormCellMixin, WeightNormMixin
 
 _DOC = """{parent} whose kernel{s} {are} weight-normalized: `w = g·v/‖v‖`.
@@ -87,56 +94,21 @@ _REGULARIZER_NOTE = (
     "construction. The data-dependent init ignores constraints; they act "
     "from the first optimizer step."
 )
-_LAYOUTS = {
-    "Dense": (
-        "The kernel `(input_dim, units)` is normalized over axis 0; `g` has "
-        "shape `(units,)`."
-    ),
-    "Einsum": (
-        "The kernel axes whose letters appear in the output spec index the "
-        "output units: `g` has their shape and the norm is over the other "
-        'kernel axes (for `"abc,cd->abd"`: norm over `c`, `g` of shape '
-        "`(d,)`). If `bias_axes` omits a unit axis, data init sets the bias "
-        "to the average of `−mean(t)·g` over that axis (the closest bias in "
-        "mean square)."
-    ),
-    "Conv": (
-        "The kernel `(*kernel_size, input_channels/groups, filters)` is "
-        "normalized over all axes but the last; `g` has shape `(filters,)`."
-    ),
-    "ConvTranspose": (
-        "The kernel `(*kernel_size, filters, input_channels)` is normalized "
-        "over all axes but axis -2; `g` has shape `(filters,)`."
-    ),
-    "Depthwise": (
-        "The kernel `(*kernel_size, input_channels, depth_multiplier)` is "
-        "normalized over the spatial axes; `g` has shape "
-        "`(input_channels, depth_multiplier)`, one gain per output channel."
-    ),
-    "Separable": (
-        "Both kernels are weight-normalized. The depthwise kernel "
-        "`(*kernel_size, input_channels, depth_multiplier)` is normalized "
-        "over the spatial axes, `depthwise_g` having shape "
-        "`(input_channels, depth_multiplier)`; the pointwise kernel "
-        "`(1, ..., input_channels·depth_multiplier, filters)` over all axes "
-        "but the last, `pointwise_g` having shape `(filters,)`."
-    ),
-}
-
-
 _RECURRENT_DOC = """{parent} whose kernel and recurrent kernel are
 weight-normalized: `w = g·v/‖v‖` per output unit of each gate.
 
 Weight normalization (Salimans & Kingma, NeurIPS 2016, Eq. 2) of a
 recurrent cell. The cell holds its gates side by side along the last axis
 of `kernel` `(input_dim, k·units)` and `recurrent_kernel` `(units,
-k·units)` (k = 4 for LSTM, 3 for GRU, 1 for SimpleRNN), so every column is
-one output unit of one gate; each column of each kernel is normalized on
-its own, with its own gain (`g` of shape `(k·units,)` and `recurrent_g` of
-the same shape). This is PyTorch's `weight_norm(lstm, "weight_ih_l0")`
-and `weight_norm(lstm, "weight_hh_l0")` (norm per row of its transposed
-layout): the input and the recurrent weights of a gate unit are scaled
-independently, which keeps their relative scale trainable. Gradients are
+k·units)` (k = 4 for LSTM, 3 for GRU, 1 for SimpleRNN; a ConvLSTM's are
+`(*kernel_size, channels, 4·filters)` and `(*kernel_size, filters,
+4·filters)`), so every last-axis entry is one output unit of one gate;
+each is normalized over the other axes on its own, with its own gain (`g`
+of shape `(k·units,)` and `recurrent_g` of the same shape). This is
+PyTorch's `weight_norm(lstm, "weight_ih_l0")` and `weight_norm(lstm,
+"weight_hh_l0")` (norm per row of its transposed layout): the input and
+the recurrent weights of a gate unit are scaled independently, which
+keeps their relative scale trainable. Gradients are
 those of Eq. 3; `v` and `g` are float32 and the kernels are computed in
 float32 (mixed precision included).{cell_note}
 
@@ -169,9 +141,23 @@ NeurIPS 2016, arXiv:1602.07868.
 """
 
 
+_CELL_DOC = """{parent} whose kernels are weight-normalized: `w = g·v/‖v‖`
+per output unit of each gate: the cell Keras's `{layers}` build, turned
+into this by their keras_wc forms. See `keras_wc.WNLSTMCell`.
+"""
+
+
 def _document(cls):
     parent_cls = plain_parent(cls)
-    example, input_shape, output_shape = DOC_EXAMPLES[parent_cls]
+    if example_of(parent_cls) is None:
+        layers = [
+            p.__name__ for p, c in RECURRENT_LAYERS.items() if c is parent_cls
+        ]
+        cls.__doc__ = _CELL_DOC.format(
+            parent=parent_cls.__name__, layers="`, `".join(layers)
+        )
+        return
+    example, input_shape, output_shape = example_of(parent_cls)
     if parent_cls in RECURRENT_LAYERS or layout_of(parent_cls).recurrent:
         cell = parent_cls not in RECURRENT_LAYERS
         cls.__doc__ = _RECURRENT_DOC.format(
@@ -188,21 +174,11 @@ def _document(cls):
             call=doc_call(parent_cls, input_shape),
             output_shape=output_shape,
         )
-        return keras.saving.register_keras_serializable(package="keras_wc")(
-            cls
-        )
+        return
     parent = parent_cls.__name__
-    separable = "Separable" in parent
-    layout = _LAYOUTS[
-        next(
-            (
-                key
-                for key in ("Separable", "Depthwise", "Einsum", "Dense")
-                if parent.startswith(key)
-            ),
-            "ConvTranspose" if parent.endswith("Transpose") else "Conv",
-        )
-    ]
+    row = layout_of(parent_cls)
+    separable = len(row.kernels) > 1
+    layout = row.norm_doc
     cls.__doc__ = _DOC.format(
         parent=parent,
         name=cls.__name__,
@@ -227,7 +203,7 @@ def _document(cls):
                 if separable
                 else (
                     "`depthwise_regularizer` acts"
-                    if "Depthwise" in parent
+                    if row.constraints == ("depthwise_constraint",)
                     else "`kernel_regularizer` acts"
                 )
             )
@@ -248,99 +224,11 @@ def _document(cls):
         call=doc_call(parent_cls, input_shape),
         output_shape=output_shape,
     )
-    return keras.saving.register_keras_serializable(package="keras_wc")(cls)
 
 
-class WNDense(WeightNormMixin, keras.layers.Dense):
-    pass
+def _mixin(row):
+    return WeightNormCellMixin if row.recurrent else WeightNormMixin
 
 
-class WNEinsumDense(WeightNormMixin, keras.layers.EinsumDense):
-    pass
-
-
-class WNConv1D(WeightNormMixin, keras.layers.Conv1D):
-    pass
-
-
-class WNConv2D(WeightNormMixin, keras.layers.Conv2D):
-    pass
-
-
-class WNConv3D(WeightNormMixin, keras.layers.Conv3D):
-    pass
-
-
-class WNConv1DTranspose(WeightNormMixin, keras.layers.Conv1DTranspose):
-    pass
-
-
-class WNConv2DTranspose(WeightNormMixin, keras.layers.Conv2DTranspose):
-    pass
-
-
-class WNConv3DTranspose(WeightNormMixin, keras.layers.Conv3DTranspose):
-    pass
-
-
-class WNDepthwiseConv1D(WeightNormMixin, keras.layers.DepthwiseConv1D):
-    pass
-
-
-class WNDepthwiseConv2D(WeightNormMixin, keras.layers.DepthwiseConv2D):
-    pass
-
-
-class WNSeparableConv1D(WeightNormMixin, keras.layers.SeparableConv1D):
-    pass
-
-
-class WNSeparableConv2D(WeightNormMixin, keras.layers.SeparableConv2D):
-    pass
-
-
-class WNLSTMCell(WeightNormCellMixin, keras.layers.LSTMCell):
-    pass
-
-
-class WNGRUCell(WeightNormCellMixin, keras.layers.GRUCell):
-    pass
-
-
-class WNSimpleRNNCell(WeightNormCellMixin, keras.layers.SimpleRNNCell):
-    pass
-
-
-class WNLSTM(RecurrentMixin, keras.layers.LSTM):
-    CELL_CLASS = WNLSTMCell
-
-
-class WNGRU(RecurrentMixin, keras.layers.GRU):
-    CELL_CLASS = WNGRUCell
-
-
-class WNSimpleRNN(RecurrentMixin, keras.layers.SimpleRNN):
-    CELL_CLASS = WNSimpleRNNCell
-
-
-for _cls in (
-    WNDense,
-    WNEinsumDense,
-    WNConv1D,
-    WNConv2D,
-    WNConv3D,
-    WNConv1DTranspose,
-    WNConv2DTranspose,
-    WNConv3DTranspose,
-    WNDepthwiseConv1D,
-    WNDepthwiseConv2D,
-    WNSeparableConv1D,
-    WNSeparableConv2D,
-    WNLSTMCell,
-    WNGRUCell,
-    WNSimpleRNNCell,
-    WNLSTM,
-    WNGRU,
-    WNSimpleRNN,
-):
-    _document(_cls)
+CLASSES = define_classes("WN", __name__, _mixin, RecurrentMixin, _document)
+globals().update(CLASSES)

@@ -7,18 +7,26 @@ import pytest
 
 import keras_wc
 from keras_wc.layers import wc, wn
+from keras_wc.layers.layouts import is_public
 
 CLASSES = [
-    getattr(module, name)
+    cls
     for module in (wc, wn)
-    for name in dir(module)
-    if name.startswith(("WC", "WN"))
+    for cls in module.CLASSES.values()
+    if is_public(cls)
 ]
 
 
 def test_every_layer_class_is_covered():
-    # 12 kernel layers, 3 recurrent cells, 3 recurrent layers; WC and WN.
-    assert len(CLASSES) == 36
+    # 12 kernel layers, 3 recurrent cells, 6 recurrent layers; WC and WN.
+    assert len(CLASSES) == 42
+
+
+def test_a_cell_keras_does_not_export_is_documented_but_not_exported():
+    for cls in (wc.WCConvLSTMCell, wn.WNConvLSTMCell):
+        assert not is_public(cls)
+        assert "ConvLSTM1D" in cls.__doc__
+        assert not hasattr(keras_wc, cls.__name__)
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)

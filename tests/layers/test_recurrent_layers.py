@@ -171,3 +171,98 @@ def test_adopt_and_release_in_place(cls, plain, gates):
         "bias",
     ]
     np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-6)
+
+
+# ConvLSTM1D/2D/3D: the cell's kernels (*kernel_size, channels, 4·filters)
+# and recurrent kernels (*kernel_size, filters, 4·filters), one output unit
+# of one gate per last-axis entry; WN's norm is over every other axis.
+CONV_LSTMS = [
+    (L.ConvLSTM1D, (2, 3, 6, 2)),
+    (L.ConvLSTM2D, (2, 3, 5, 5, 2)),
+    (L.ConvLSTM3D, (2, 2, 4, 4, 4, 2)),
+]
+CONV_LSTM_CASES = [
+    (module.CLASSES[prefix + plain.__name__], plain, shape)
+    for module, prefix in ((wc, "WC"), (wn, "WN"))
+    for plain, shape in CONV_LSTMS
+]
+
+
+def _numpy_conv_effective(cell, name):
+    v = np.asarray(cell.raw_kernels[name], "float64")
+    if type(cell).__name__.startswith("WC"):
+        return cell.initial_a * np.arctan(v / cell.initial_b)
+    axes = tuple(range(v.ndim - 1))
+    norm = np.sqrt(np.sum(np.square(v), axis=axes, keepdims=True))
+    return np.asarray(cell.gain(name)) * v / norm
+
+
+@pytest.mark.parametrize(
+    "cls, plain, shape",
+    CONV_LSTM_CASES,
+    ids=[case[0].__name__ for case in CONV_LSTM_CASES],
+)
+def test_conv_lstm_kernels_and_outputs_match_numpy_and_the_plain_layer(
+    cls, plain, shape
+):
+    x = _x(shape)
+    layer = cls(3, 2, return_sequences=True, **_options(cls))
+    layer(x)
+    randomize_variables(layer, seed=3)
+    assert [v.name for v in layer.trainable_weights][:2] == (
+        ["v", "recurrent_v"] if cls.__name__.startswith("WC") else ["v", "g"]
+    )
+    for name in ("kernel", "recurrent_kernel"):
+        expected = _numpy_conv_effective(layer.cell, name)
+        assert expected.shape[-1] == 4 * 3
+        np.testing.assert_allclose(
+            np.asarray(getattr(layer.cell, name)),
+            expected,
+            rtol=2e-6,
+            atol=1e-7,
+        )
+    twin = plain(3, 2, return_sequences=True)
+    twin(x)
+    twin.set_weights(
+        [
+            np.asarray(getattr(layer.cell, n))
+            for n in ("kernel", "recurrent_kernel")
+        ]
+        + [np.asarray(layer.cell.bias)]
+    )
+    np.testing.assert_allclose(layer(x), twin(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [wc.WCConvLSTM2D, wn.WNConvLSTM2D])
+def test_conv_lstm_layer_harness(cls):
+    run_layer_test(
+        cls,
+        {"filters": 2, "kernel_size": 2, **_options(cls)},
+        (2, 3, 4, 4, 2),
+        (2, 3, 3, 2),
+        # v, recurrent_v, bias (+ g, recurrent_g for WN)
+        expected_num_trainable_weights=5 if cls is wn.WNConvLSTM2D else 3,
+    )
+
+
+@pytest.mark.parametrize("method", ["wc", "wn"])
+def test_convert_reaches_both_kernels_of_a_conv_lstm_and_fold_restores_it(
+    method,
+):
+    x = _x((2, 3, 6, 2))
+    model = keras.Sequential(
+        [keras.Input((3, 6, 2)), L.ConvLSTM1D(3, 2), L.Dense(2)]
+    )
+    expected = np.asarray(model(x))
+    options = {"a": 1.0, "b": 0.6} if method == "wc" else {}
+    model, report = keras_wc.convert(
+        model, method=method, return_report=True, **options
+    )
+    layer = model.layers[0]
+    assert type(layer).__name__ == method.upper() + "ConvLSTM1D"
+    assert sorted(layer.cell.raw_kernels) == ["kernel", "recurrent_kernel"]
+    assert report.converted_kernels == 3
+    np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
+    folded = keras_wc.fold(model)
+    assert type(folded.layers[0]) is L.ConvLSTM1D
+    np.testing.assert_allclose(folded(x), expected, rtol=1e-5, atol=1e-5)

@@ -3,88 +3,21 @@
 import pytest
 from layer_harness import run_layer_test
 
-import keras_wc
+from keras_wc.layers import wc
+from keras_wc.layers.layouts import LAYER_TYPES
 
-# (class, constructor arguments, input shape, output shape, kernels)
+# (class, constructor arguments, input shape, output shape, kernels): the
+# test case of each row of the table of layer types.
 CASES = [
-    (keras_wc.WCDense, {"units": 5}, (2, 3), (2, 5), 1),
     (
-        keras_wc.WCEinsumDense,
-        {"equation": "abc,cd->abd", "output_shape": (4, 5), "bias_axes": "d"},
-        (2, 4, 3),
-        (2, 4, 5),
-        1,
-    ),
-    (
-        keras_wc.WCConv1D,
-        {"filters": 4, "kernel_size": 3},
-        (2, 6, 3),
-        (2, 4, 4),
-        1,
-    ),
-    (
-        keras_wc.WCConv2D,
-        {"filters": 4, "kernel_size": 3, "padding": "same"},
-        (2, 5, 5, 3),
-        (2, 5, 5, 4),
-        1,
-    ),
-    (
-        keras_wc.WCConv3D,
-        {"filters": 2, "kernel_size": 2},
-        (2, 3, 3, 3, 2),
-        (2, 2, 2, 2, 2),
-        1,
-    ),
-    (
-        keras_wc.WCConv1DTranspose,
-        {"filters": 4, "kernel_size": 3},
-        (2, 4, 3),
-        (2, 6, 4),
-        1,
-    ),
-    (
-        keras_wc.WCConv2DTranspose,
-        {"filters": 4, "kernel_size": 2, "strides": 2},
-        (2, 3, 3, 3),
-        (2, 6, 6, 4),
-        1,
-    ),
-    (
-        keras_wc.WCConv3DTranspose,
-        {"filters": 2, "kernel_size": 2},
-        (2, 2, 2, 2, 2),
-        (2, 3, 3, 3, 2),
-        1,
-    ),
-    (
-        keras_wc.WCDepthwiseConv1D,
-        {"kernel_size": 3, "depth_multiplier": 2},
-        (2, 6, 3),
-        (2, 4, 6),
-        1,
-    ),
-    (
-        keras_wc.WCDepthwiseConv2D,
-        {"kernel_size": 3, "depth_multiplier": 2},
-        (2, 5, 5, 3),
-        (2, 3, 3, 6),
-        1,
-    ),
-    (
-        keras_wc.WCSeparableConv1D,
-        {"filters": 4, "kernel_size": 3},
-        (2, 6, 3),
-        (2, 4, 4),
-        2,
-    ),
-    (
-        keras_wc.WCSeparableConv2D,
-        {"filters": 4, "kernel_size": 3},
-        (2, 5, 5, 3),
-        (2, 3, 3, 4),
-        2,
-    ),
+        wc.CLASSES["WC" + row.parent.__name__],
+        row.case.kwargs,
+        row.case.input_shape,
+        row.case.output_shape,
+        len(row.case.norm_axes),
+    )
+    for row in LAYER_TYPES
+    if row.case is not None
 ]
 IDS = [case[0].__name__ for case in CASES]
 

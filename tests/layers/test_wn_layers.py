@@ -7,89 +7,22 @@ from backend_utils import gradients
 from layer_harness import randomize_variables, run_layer_test
 
 from keras_wc.layers import wn
+from keras_wc.layers.layouts import LAYER_TYPES
 
 # (class, constructor arguments, input shape, output shape,
-#  {kernel name: the axes its norm is taken over}), the norm axes written
-# out by hand from each Keras kernel layout.
+#  {kernel name: the axes its norm is taken over}): the test case of each
+# row of the table of layer types, whose norm axes are written out by hand
+# from each Keras kernel layout.
 CASES = [
-    (wn.WNDense, {"units": 5}, (2, 3), (2, 5), {"kernel": (0,)}),
     (
-        wn.WNEinsumDense,
-        {"equation": "abc,cd->abd", "output_shape": (4, 5), "bias_axes": "d"},
-        (2, 4, 3),
-        (2, 4, 5),
-        {"kernel": (0,)},
-    ),
-    (
-        wn.WNConv1D,
-        {"filters": 4, "kernel_size": 3},
-        (2, 6, 3),
-        (2, 4, 4),
-        {"kernel": (0, 1)},
-    ),
-    (
-        wn.WNConv2D,
-        {"filters": 4, "kernel_size": 3, "padding": "same"},
-        (2, 5, 5, 3),
-        (2, 5, 5, 4),
-        {"kernel": (0, 1, 2)},
-    ),
-    (
-        wn.WNConv3D,
-        {"filters": 2, "kernel_size": 2},
-        (2, 3, 3, 3, 2),
-        (2, 2, 2, 2, 2),
-        {"kernel": (0, 1, 2, 3)},
-    ),
-    (
-        wn.WNConv1DTranspose,
-        {"filters": 4, "kernel_size": 3},
-        (2, 4, 3),
-        (2, 6, 4),
-        {"kernel": (0, 2)},
-    ),
-    (
-        wn.WNConv2DTranspose,
-        {"filters": 4, "kernel_size": 2, "strides": 2},
-        (2, 3, 3, 3),
-        (2, 6, 6, 4),
-        {"kernel": (0, 1, 3)},
-    ),
-    (
-        wn.WNConv3DTranspose,
-        {"filters": 2, "kernel_size": 2},
-        (2, 2, 2, 2, 2),
-        (2, 3, 3, 3, 2),
-        {"kernel": (0, 1, 2, 4)},
-    ),
-    (
-        wn.WNDepthwiseConv1D,
-        {"kernel_size": 3, "depth_multiplier": 2},
-        (2, 6, 3),
-        (2, 4, 6),
-        {"kernel": (0,)},
-    ),
-    (
-        wn.WNDepthwiseConv2D,
-        {"kernel_size": 3, "depth_multiplier": 2},
-        (2, 5, 5, 3),
-        (2, 3, 3, 6),
-        {"kernel": (0, 1)},
-    ),
-    (
-        wn.WNSeparableConv1D,
-        {"filters": 4, "kernel_size": 3, "depth_multiplier": 2},
-        (2, 6, 3),
-        (2, 4, 4),
-        {"depthwise_kernel": (0,), "pointwise_kernel": (0, 1)},
-    ),
-    (
-        wn.WNSeparableConv2D,
-        {"filters": 4, "kernel_size": 3},
-        (2, 5, 5, 3),
-        (2, 3, 3, 4),
-        {"depthwise_kernel": (0, 1), "pointwise_kernel": (0, 1, 2)},
-    ),
+        wn.CLASSES["WN" + row.parent.__name__],
+        row.case.kwargs,
+        row.case.input_shape,
+        row.case.output_shape,
+        row.case.norm_axes,
+    )
+    for row in LAYER_TYPES
+    if row.case is not None
 ]
 IDS = [case[0].__name__ for case in CASES]
 WN_ARGS = ("data_init", "init_scale", "log_scale")
