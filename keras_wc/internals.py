@@ -79,9 +79,20 @@ def variable_layout(variable):
     """The `keras.distribution.TensorLayout` `variable` was created with
     (by the distribution current then), or None.
 
-    Missing public API: Keras keeps it in `Variable._layout`.
+    Missing public API: Keras keeps it in `Variable._layout`; before Keras
+    3.15 a JAX variable keeps the layout's JAX sharding there instead,
+    turned back into the layout here.
     """
-    return getattr(variable, "_layout", None)
+    layout = getattr(variable, "_layout", None)
+    spec = getattr(layout, "spec", None)
+    mesh = getattr(layout, "mesh", None)
+    if spec is None or mesh is None or not hasattr(mesh, "axis_names"):
+        return layout
+    axes = tuple(spec) + (None,) * (len(variable.shape) - len(spec))
+    device_mesh = keras.distribution.DeviceMesh(
+        tuple(mesh.devices.shape), tuple(mesh.axis_names), mesh.devices
+    )
+    return keras.distribution.TensorLayout(axes, device_mesh)
 
 
 class _Choosing:
