@@ -1,9 +1,12 @@
-"""The one boundary between keras_wc and Keras's private state.
+"""The one boundary between keras_wc and the private state of Keras,
+TensorFlow, JAX and PyTorch.
 
-Everything here reads or writes something Keras does not offer as a public
-API. Each function says which public API is missing; each assumption is
-checked by name in `tests/test_internals.py`, so a Keras release that
-changes one fails there first.
+Everything here reads or writes something they do not offer as a public
+API; no other module of keras_wc does (`tests/test_internals.py` greps for
+it). Each function says which public API is missing; each assumption is
+checked by name in `tests/test_internals.py`, so a release that changes
+one fails there first. Supported: Keras 3.12 to 3.15 (`make test` runs the
+contract tests on both).
 """
 
 import contextlib
