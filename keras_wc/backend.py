@@ -29,6 +29,8 @@ import contextlib
 import keras
 import numpy as np
 
+from keras_wc import internals
+
 
 def name():
     """The Keras backend: `"tensorflow"`, `"jax"` or `"torch"`."""
@@ -113,18 +115,11 @@ def compiled_by_xla(tensor):
     (`torch.compile` fuses with its own compiler)."""
     backend = name()
     if backend == "jax":
-        import jax
-
-        return isinstance(tensor, jax.core.Tracer)
+        return internals.is_jax_tracer(tensor)
     if backend == "tensorflow":
         import tensorflow as tf
-        from tensorflow.python.ops import control_flow_util
 
-        return not tf.executing_eagerly() and (
-            control_flow_util.GraphOrParentsInXlaContext(
-                tf.compat.v1.get_default_graph()
-            )
-        )
+        return not tf.executing_eagerly() and internals.tf_graph_in_xla()
     return False
 
 
@@ -288,7 +283,7 @@ def executing_eagerly(tensor=None):
     """Whether ops run eagerly here: not while Keras traces a layer to build
     it or infer shapes (its `SymbolicScope`), not inside a `tf.function`,
     and `tensor` (if given) holds values (`is_concrete`)."""
-    if _in_symbolic_scope():
+    if internals.in_symbolic_scope():
         return False
     return is_concrete(tensor)
 
@@ -304,24 +299,8 @@ def is_concrete(tensor=None):
     if tensor is None:
         return True
     if name() == "jax":
-        import jax
-
-        return not isinstance(tensor, jax.core.Tracer)
-    return tensor.device.type != "meta" and not _is_fake(tensor)
-
-
-def _in_symbolic_scope():
-    # Keras runs a layer under its `SymbolicScope` to build it or to infer
-    # output shapes (`compute_output_spec`), on PyTorch with real tensors.
-    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
-
-    return in_symbolic_scope()
-
-
-def _is_fake(tensor):
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    return isinstance(tensor, FakeTensor)
+        return not internals.is_jax_tracer(tensor)
+    return tensor.device.type != "meta" and not internals.is_fake_tensor(tensor)
 
 
 def concrete_value(variable):
@@ -333,7 +312,7 @@ def concrete_value(variable):
         with eager_scope():
             return keras.ops.convert_to_numpy(variable)
     if name() == "jax":
-        stored = variable._value
+        stored = internals.stored_value(variable)
         return None if stored is None else np.asarray(stored)
     return keras.ops.convert_to_numpy(variable.value)
 
@@ -343,9 +322,7 @@ def assign(variable, value):
     precision: there Keras autocasts float variables, and on PyTorch
     (Keras 3.15) the assignment then lands in the float16 copy and is lost.
     """
-    from keras.src.backend.common.variables import AutocastScope
-
-    with AutocastScope(None):
+    with internals.no_autocast():
         variable.assign(value)
 
 
@@ -355,7 +332,9 @@ def detached_variables(model):
     back at the end of an epoch, so a `fit` that raises leaves them empty."""
     if name() != "jax":
         return []
-    return [v.path for v in model.variables if v._value is None]
+    return [
+        v.path for v in model.variables if internals.stored_value(v) is None
+    ]
 
 
 JAX_FIT_NOTE = (

@@ -15,7 +15,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_wc import backend, tree
+from keras_wc import backend, internals, tree
 from keras_wc.dependencies import require
 from keras_wc.folding import fold
 from keras_wc.validation import nearest_directory, path_argument
@@ -229,7 +229,7 @@ def _check_model(model):
     subclassed model) must have been called, so that Keras knows the
     serving signature from its first call."""
     tree.check_model(model, "export")
-    if not _has_symbolic_inputs(model) and not model._called:
+    if not _has_symbolic_inputs(model) and not internals.has_been_called(model):
         raise ValueError(
             "`keras_wc.export` needs the serving signature of a subclassed "
             "model from its first call: call it on a batch of inputs first. "
@@ -439,7 +439,7 @@ def _write_saved_model(model, path):
 def _call_once(model):
     """Calls a built subclassed model (the folded copy may never have been
     called) on zeros of its build shape, batch size 1."""
-    if model._called:
+    if internals.has_been_called(model):
         return
     shapes = model.get_build_config()["input_shape"]
     model(

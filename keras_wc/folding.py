@@ -24,7 +24,6 @@ from keras_wc.layers.recurrent import kernel_holder
 from keras_wc.layers.reparameterized import (
     KERNEL_NAMES,
     ReparameterizedLayer,
-    unlocked_tracking,
 )
 
 # The batch-norm stand-in for a mean-only batch norm that cannot be folded
@@ -246,14 +245,11 @@ def _to_batch_norm_in_place(mobn):
     """
     stand_in = _batch_norm_stand_in(mobn)
     stand_in.build(tuple(mobn.get_build_config()["input_shape"]))
-    base = set(vars(keras.layers.Layer()))
-    # The layers' own attributes; TensorFlow's trackable bookkeeping
-    # (`_self_*`) stays the object's own.
-    own = {k for k in vars(mobn) if k not in base and k[:6] != "_self_"}
-    wanted = {k for k in vars(stand_in) if k not in base and k[:6] != "_self_"}
+    own = internals.own_attribute_names(mobn)
+    wanted = internals.own_attribute_names(stand_in)
     variables = ("gamma", "beta", "moving_mean", "moving_variance")
     internals.change_class(mobn, keras.layers.BatchNormalization)
-    with unlocked_tracking(mobn):
+    with internals.unlocked_tracking(mobn):
         moving_variance = mobn.add_weight(
             name="moving_variance",
             shape=tuple(stand_in.moving_variance.shape),
@@ -262,7 +258,7 @@ def _to_batch_norm_in_place(mobn):
             autocast=False,
         )
         for name in own - wanted:
-            super(keras.layers.Layer, mobn).__delattr__(name)
+            internals.delete_attribute(mobn, name)
         for name in wanted - set(variables):
             setattr(mobn, name, getattr(stand_in, name))
         mobn.gamma = None

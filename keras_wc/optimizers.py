@@ -63,7 +63,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_wc import backend, companders, native, tree
+from keras_wc import backend, companders, internals, native, tree
 
 # Checks of the numeric arguments Keras leaves unchecked (it accepts a NaN
 # learning rate, beta_1=2 or epsilon=-1): name → (lowest, highest, whether
@@ -301,7 +301,7 @@ class ModifiedOptimizerMixin:
             self,
             "_compander_layers",
             {
-                self._var_key(v): layers[id(v)]
+                internals.optimizer_key(self, v): layers[id(v)]
                 for v in variables
                 if id(v) in layers
             },
@@ -310,7 +310,7 @@ class ModifiedOptimizerMixin:
             self,
             "_scale_keys",
             {
-                self._var_key(s)
+                internals.optimizer_key(self, s)
                 for layer in layers.values()
                 for s in _scale_variables(layer)
             },
@@ -319,7 +319,7 @@ class ModifiedOptimizerMixin:
 
     def _layer_of(self, variable):
         layers = getattr(self, "_compander_layers", None) or {}
-        return layers.get(self._var_key(variable))
+        return layers.get(internals.optimizer_key(self, variable))
 
     def apply(self, grads, trainable_variables=None):
         # Reparameterized kernels are updated first: Ψ'(v) must be read with
@@ -327,7 +327,7 @@ class ModifiedOptimizerMixin:
         # itself updated further down the list.
         if trainable_variables is None and self.built:
             # JAX's `stateless_apply` passes the gradients only.
-            trainable_variables = self._trainable_variables
+            trainable_variables = internals.optimizer_trainable_variables(self)
         if trainable_variables is not None:
             if not self.built:
                 with keras.name_scope(self.name, caller=self):
@@ -371,7 +371,7 @@ class ModifiedOptimizerMixin:
 
     def _use_weight_decay(self, variable):
         # Kernels are decayed in `update_step`; learnable a, b never.
-        key = self._var_key(variable)
+        key = internals.optimizer_key(self, variable)
         if key in getattr(self, "_scale_keys", ()):
             return False
         if self._layer_of(variable) is not None:
@@ -426,7 +426,7 @@ class ModifiedOptimizerMixin:
         # On TensorFlow's graph mode, the step's ops fused into one loop.
         backend.fused_by_xla(
             self,
-            self._var_key(variable),
+            internals.optimizer_key(self, variable),
             modified_step,
             gradient,
             learning_rate,
@@ -453,12 +453,8 @@ class ModifiedOptimizerMixin:
         kind = _native_kind(layer, gradient, variable)
         if kind is None:
             return False
-        index = self._get_variable_index(variable)
-        tensors = [
-            variable.value,
-            self._momentums[index].value,
-            self._velocities[index].value,
-        ]
+        momentum, velocity = internals.adam_slots(self, variable)
+        tensors = [variable.value, momentum.value, velocity.value]
         if not all(native.usable(t) and t.is_contiguous() for t in tensors):
             return False
         rate = float(ops.convert_to_numpy(learning_rate))
@@ -508,7 +504,7 @@ class ModifiedOptimizerMixin:
             return
         for var, average in zip(
             trainable_variables,
-            self._model_variables_moving_average,
+            internals.ema_slots(self),
             strict=True,
         ):
             if average is None:

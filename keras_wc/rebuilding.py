@@ -71,9 +71,9 @@ class Cloner:
             for layer in model.layers
             if id(layer) not in self._drop
         ]
-        # `model.layers` leaves out the input layer, which `_layers` holds.
-        first = model._layers[0]
-        if isinstance(first, keras.layers.InputLayer):
+        # `model.layers` leaves out the input layer.
+        first = internals.sequential_input_layer(model)
+        if first is not None:
             new_layers.insert(0, _new_input(first))
         return keras.Sequential(
             new_layers, name=model.name, trainable=model.trainable
@@ -83,7 +83,7 @@ class Cloner:
         # New inputs named after the input layers: `clone_model` would name
         # them after the input tensors ("keras_tensor", ...).
         inputs = keras.tree.map_structure(
-            lambda x: _new_input(x._keras_history.operation), model.input
+            lambda x: _new_input(internals.producing_layer(x)), model.input
         )
         new = keras.models.clone_model(
             model,
@@ -189,7 +189,7 @@ def copy_weights(source, target):
         )
     for s, t in zip(source_weights, target_weights, strict=True):
         assign_copy(t, s)
-    for layer in target._flatten_layers():
+    for layer in internals.sublayers(target, True, recursive=True):
         if layer.built and hasattr(layer, "is_initialized"):
             layer.is_initialized()  # a WN layer's mirror of its flag
 

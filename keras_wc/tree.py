@@ -29,6 +29,8 @@ import dataclasses
 
 import keras
 
+from keras_wc import internals
+
 
 @dataclasses.dataclass(frozen=True)
 class Node:
@@ -88,7 +90,7 @@ def children(layer):
     each, without input layers."""
     return [
         child
-        for child in layer._flatten_layers(include_self=False, recursive=False)
+        for child in internals.sublayers(layer)
         if not isinstance(child, keras.layers.InputLayer)
     ]
 

@@ -24,7 +24,13 @@ def conv(layer, inputs, kernel):
 def conv1d(layer, inputs, kernel):
     padding = layer.padding
     if padding == "causal":
-        inputs = ops.pad(inputs, layer._compute_causal_padding())
+        # Conv1D's causal padding: the kernel's reach, on the left.
+        left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
+        if layer.data_format == "channels_last":
+            pads = [[0, 0], [left, 0], [0, 0]]
+        else:
+            pads = [[0, 0], [0, 0], [left, 0]]
+        inputs = ops.pad(inputs, pads)
         padding = "valid"
     return ops.conv(
         inputs,

@@ -700,7 +700,7 @@ class ReparameterizedLayer:
                     )
         lora = _lora_variables(layer)
         internals.change_class(layer, cls)
-        with unlocked_tracking(layer):
+        with internals.unlocked_tracking(layer):
             layer._init_mechanism()
             layer._set_options(options)
             if not layer.built:
@@ -715,13 +715,15 @@ class ReparameterizedLayer:
                     keras.constraints.get(variable.constraint),
                     layout=sharding.existing_layout(variable),
                 )
-                _replace_variable(layer, variable, layer._raw_groups[name])
-                _point_attribute(layer, parent, name, standing)
+                internals.replace_tracked_variable(
+                    layer, variable, layer._raw_groups[name]
+                )
+                internals.point_kernel_attribute(layer, parent, name, standing)
             layer._build_other_variables()
             # The adapters after every other variable, as where
             # `enable_lora` adds them on a built keras_wc layer.
             for variable in lora:
-                _move_last(layer, variable)
+                internals.move_tracked_variable_last(layer, variable)
             layer._freeze_for_lora()
         for name, values_of_kernel in raw.items():
             for variable, new in zip(
@@ -764,7 +766,7 @@ class ReparameterizedLayer:
             if name in self.__dict__
         ]
         internals.change_class(self, parent)
-        with unlocked_tracking(self):
+        with internals.unlocked_tracking(self):
             for name, group in groups.items():
                 initializer, regularizer, constraint = specs[name]
                 # The kernel is laid out as its `v` was.
@@ -780,29 +782,22 @@ class ReparameterizedLayer:
                         constraint=constraint,
                     )
                 variable.assign(values[name].astype(variable.dtype))
-                _replace_variable(self, group[0], [variable])
+                internals.replace_tracked_variable(self, group[0], [variable])
                 for other in group[1:]:
-                    _remove_variable(self, other)
-                _point_attribute(self, parent, name, variable)
+                    internals.untrack_variable(self, other)
+                internals.point_kernel_attribute(self, parent, name, variable)
             for variable in extra:
-                _remove_variable(self, variable)
+                internals.untrack_variable(self, variable)
             if getattr(self, "lora_enabled", False):
                 # Merged into the kernel (`effective_kernels`).
                 self.lora_enabled = False
                 self.lora_rank = None
                 self.lora_alpha = None
                 for attribute in ("lora_kernel_a", "lora_kernel_b"):
-                    super(keras.layers.Layer, self).__delattr__(attribute)
-        tracked = getattr(self, "_tracked", None)
+                    internals.delete_attribute(self, attribute)
         for attribute in own_attributes:
-            # Past `Layer.__delattr__` (which untracks, done above, and runs
-            # the garbage collector): the backend's layer drops its own
-            # tracking of the attribute (TensorFlow's checkpoint dependency).
-            super(keras.layers.Layer, self).__delattr__(attribute)
-            # TensorFlow's layer lists the attributes holding tracked
-            # collections (dicts of variables), to export them.
-            while tracked is not None and attribute in tracked:
-                tracked.remove(attribute)
+            # Its variables were untracked above.
+            internals.delete_attribute(self, attribute)
         mark_change(self, "released")
         return self
 
@@ -885,65 +880,3 @@ def _own_variable(layer, name):
         if variable.name == name:
             return variable
     return None
-
-
-@contextlib.contextmanager
-def unlocked_tracking(layer):
-    locked = layer._tracker.locked
-    layer._tracker.unlock()
-    try:
-        yield
-    finally:
-        if locked:
-            layer._tracker.lock()
-
-
-def _stores(layer):
-    tracker = layer._tracker
-    return [
-        (tracker.config[name][1], tracker.stored_ids[name])
-        for name in ("trainable_variables", "non_trainable_variables")
-    ]
-
-
-def _remove_variable(layer, variable):
-    for variables, ids in _stores(layer):
-        if id(variable) in ids:
-            ids.discard(id(variable))
-            variables[:] = [v for v in variables if v is not variable]
-    layer._post_untrack_variable(variable)
-
-
-def _move_last(layer, variable):
-    """Moves `variable` to the end of `layer`'s tracked variables."""
-    for variables, ids in _stores(layer):
-        if id(variable) in ids:
-            variables[:] = [v for v in variables if v is not variable]
-            variables.append(variable)
-
-
-def _replace_variable(layer, old, group):
-    """Puts `group` (variables tracked by `layer`) where `old` was, in the
-    same order as a fresh `build` creates them; untracks `old`."""
-    for variables, ids in _stores(layer):
-        if id(old) not in ids:
-            continue
-        members = [v for v in group if id(v) in ids]
-        remaining = [
-            v for v in variables if all(v is not m for m in members)
-        ]
-        index = next(i for i, v in enumerate(remaining) if v is old)
-        variables[:] = remaining[:index] + members + remaining[index + 1 :]
-        ids.discard(id(old))
-    layer._post_untrack_variable(old)
-
-
-def _point_attribute(layer, parent, name, variable):
-    """Makes `layer`'s attribute for kernel `name` hold `variable`, as the
-    parent's `build` does (`Dense` keeps it in `_kernel` behind a property,
-    `Conv2D` in `kernel`)."""
-    if isinstance(getattr(parent, name, None), property):
-        setattr(layer, "_" + name, variable)
-        return
-    layer.__dict__.pop(name, None)
-    setattr(layer, name, variable)

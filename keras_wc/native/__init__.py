@@ -34,6 +34,8 @@ import warnings
 
 import keras
 
+from keras_wc import internals
+
 _ABI_VERSION = 2
 _DISABLED = contextvars.ContextVar("keras_wc_native_disabled", default=False)
 
@@ -159,7 +161,6 @@ def usable(*tensors):
     if keras.backend.backend() != "torch":
         return False
     import torch
-    from torch._subclasses.fake_tensor import FakeTensor
 
     # First, so that torch.compile traces no Python state (it would break
     # its graph on the context variable and the environment).
@@ -169,7 +170,7 @@ def usable(*tensors):
         return False
     if not all(
         isinstance(t, torch.Tensor)
-        and not isinstance(t, FakeTensor)
+        and not internals.is_fake_tensor(t)
         and t.device.type == "cpu"
         and t.dtype == torch.float32
         for t in tensors
