@@ -15,6 +15,7 @@ from keras_wc import companders as companders_lib
 from keras_wc.layers.reparameterized import (
     RAW_NAMES,
     ReparameterizedLayer,
+    computes_kernels,
     is_plain_l2,
     lean,
 )
@@ -626,9 +627,11 @@ class LinearCompanderMixin(CompanderMixin):
     the step never writes a·f(v/b).
     """
 
+    @computes_kernels
     def call(self, inputs, training=None):
         parts = self._output_scaling(inputs)
         if parts is None:
+            self._compute_kernels()
             return super().call(inputs)
         direction = _learnable_direction(
             self.compander,

@@ -26,6 +26,7 @@ from keras_wc.layers.layouts import einsum_specs, layout_of
 from keras_wc.layers.reparameterized import (
     RAW_NAMES,
     ReparameterizedLayer,
+    computes_kernels,
     is_plain_l2,
     lean,
 )
@@ -66,7 +67,7 @@ class _InitPass:
         for variable, value in reversed(self._previous):
             variable.assign(value)
         for layer in self.layers:
-            layer.is_initialized()  # refreshes its mirror
+            layer._remember_initialized()
         self.layers = []
         self._previous = []
 
@@ -557,25 +558,44 @@ class WeightNormMixin(WeightNormCore):
         """Whether the persisted `initialized` flag is set.
 
         Reads the variable's stored value, also while a training step is
-        traced.
+        traced; where it cannot be read (a JAX training step, during which
+        Keras detaches the values), the value `_remember_initialized` kept
+        last. Changes nothing.
         """
         value = backend.concrete_value(self.initialized)
+        if value is None:
+            return self._initialized_mirror
+        return bool(value)
+
+    def _remember_initialized(self):
+        """Keeps the flag's current value for `is_initialized` to return
+        where the variable cannot be read; run where the flag changes (the
+        init and its undoing, loading, `set_weights`, copying) and where
+        the call reads it. Returns the flag."""
+        value = backend.concrete_value(self.initialized)
         if value is not None:
-            # The last value seen, for when the variable cannot be read (a
-            # JAX training step, during which Keras detaches the values).
             self._initialized_mirror = bool(value)
         return self._initialized_mirror
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
         if self.built:
-            self.is_initialized()
+            self._remember_initialized()
 
+    def set_weights(self, weights):
+        super().set_weights(weights)
+        self._remember_initialized()
+
+    @computes_kernels
     def call(self, inputs, training=None):
-        if in_init_pass(inputs) and not self.is_initialized():
+        # The flag is read (and kept) only where it decides the call: it
+        # may have been assigned since it was last kept.
+        if in_init_pass(inputs) and not self._remember_initialized():
             return self._data_dependent_init(inputs)
         if (
-            _is_true(training) and self.data_init and not self.is_initialized()
+            _is_true(training)
+            and self.data_init
+            and not self._remember_initialized()
         ):
             raise RuntimeError(
                 f"{type(self).__name__} '{self.name}' has data_init=True but "
@@ -588,6 +608,7 @@ class WeightNormMixin(WeightNormCore):
         parts = self._output_scaling(inputs)
         if parts is not None:
             return self._call_scaling_output(inputs, parts)
+        self._compute_kernels()
         return super().call(inputs)
 
     def _output_scaling(self, inputs):
