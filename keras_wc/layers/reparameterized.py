@@ -32,12 +32,11 @@ the layer between calls. Saving stores
 the raw variables (the parents' `save_own_variables` would store the
 effective kernel and load it into the raw variable).
 
-The effective kernel, its penalty and their gradients are computed by a
-lean path by default: closed-form gradients, the L2 penalty fused into the
-function that computes the kernel, formulas chosen for the backend and for
-whether XLA compiles the step. Inside `reference_path()` the layers compute
-the same quantities with plain `keras.ops` and automatic differentiation
-instead, the reference the lean path is tested against.
+The effective kernel, its penalty and their gradients are computed by the
+entry points of `keras_wc.lean` (closed-form gradients, the L2 penalty
+fused into the function that computes the kernel, fused kernels), or
+inside `keras_wc.lean.reference_path()` with plain `keras.ops` and
+automatic differentiation, the reference the lean path is tested against.
 
 A built or unbuilt instance of the plain Keras layer becomes a
 reparameterized one in place with `adopt` (its variables are replaced at
@@ -46,7 +45,6 @@ keras_wc class), and turns back into the plain layer with `release`.
 """
 
 import contextlib
-import contextvars
 import functools
 
 import keras
@@ -121,35 +119,6 @@ def doc_call(parent, input_shape):
         return f"y = layer({x})"
     states = 2 if parent is keras.layers.LSTMCell else 1
     return f"y, states = layer({x}, [keras.ops.zeros((2, 16))] * {states})"
-
-
-_REFERENCE = contextvars.ContextVar("keras_wc_reference", default=False)
-
-
-@contextlib.contextmanager
-def reference_path():
-    """Context in which reparameterized layers take the reference path:
-    the effective kernel by plain `keras.ops` with automatic
-    differentiation, and the regularizer evaluated on it separately
-    (traced steps keep the path they were traced with)."""
-    token = _REFERENCE.set(True)
-    try:
-        yield
-    finally:
-        _REFERENCE.reset(token)
-
-
-def lean():
-    """Whether the lean path is on (outside `reference_path()`)."""
-    return not _REFERENCE.get()
-
-
-def is_plain_l2(regularizer):
-    """Whether `regularizer` is `l2·Σw²` and nothing else (`L2`, or
-    `L1L2` with `l1 = 0`), which the lean path fuses."""
-    return type(regularizer) is keras.regularizers.L2 or (
-        type(regularizer) is keras.regularizers.L1L2 and regularizer.l1 == 0
-    )
 
 
 def _kernel_property(name):
