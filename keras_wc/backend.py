@@ -15,11 +15,8 @@ runs unchanged on TensorFlow, JAX and PyTorch. What cannot be, lives here:
 * `cross_replica_sum`: sums over the replicas of a `tf.distribute`
   strategy (on JAX, `keras.distribution.DataParallel` computes global sums
   by itself; PyTorch runs on one device here);
-* `compiled_by_xla`, `sum_of_squares`, `inner_product`, `norm`, `after`,
-  `fused_by_xla`: what the lean training step needs to pick its formulas
-  (whether XLA compiles the step being traced), reductions in one pass
-  over a kernel, the order XLA runs them in, and XLA fusion nested in
-  TensorFlow's graph mode.
+* `compiled_by_xla`: whether XLA compiles the step being traced, by which
+  the lean path (`keras_wc.lean`) picks its formulas.
 
 TensorFlow is imported only when it is the backend (or when exporting).
 """
@@ -121,125 +118,6 @@ def compiled_by_xla(tensor):
 
         return not tf.executing_eagerly() and internals.tf_graph_in_xla()
     return False
-
-
-def sum_of_squares(x):
-    """Σx² over every entry, in one pass where the backend has the kernel
-    (TensorFlow's `l2_loss`, PyTorch's `dot`; XLA fuses the square into
-    the sum by itself)."""
-    backend = name()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return 2.0 * tf.nn.l2_loss(x)
-    if backend == "torch":
-        import torch
-
-        flat = x.reshape(-1)
-        return torch.dot(flat, flat)
-    return keras.ops.sum(keras.ops.square(x))
-
-
-def inner_product(x, y):
-    """Σ x·y over every entry: one pass without a temporary product on
-    PyTorch (`dot`); XLA fuses the product into the sum. (TensorFlow's
-    one-pass candidates, `tensordot` and `einsum`, are matrix-vector
-    products there, 4x slower than the product and the sum.)"""
-    if name() == "torch":
-        import torch
-
-        return torch.dot(x.reshape(-1), y.reshape(-1))
-    return keras.ops.sum(keras.ops.multiply(x, y))
-
-
-def fused_by_xla(owner, key, function, *tensors):
-    """`function(*tensors)`, compiled by XLA on TensorFlow in graph mode.
-
-    TensorFlow's graph mode (a `tf.function` without `jit_compile`, the
-    Keras default on CPU) runs one kernel per op, each a pass over its
-    operands; an XLA-compiled function nested in the graph fuses its
-    elementwise ops into one loop (`function` may assign variables: XLA
-    updates them in place). One compiled function per `(owner, key)`,
-    kept on `owner`, traced once. Elsewhere (eagerly, inside an
-    XLA-compiled step, on JAX and PyTorch, and under a `tf.distribute`
-    strategy, whose per-device variables a nested XLA function does not
-    take) `function` is called as it is.
-    """
-    if name() != "tensorflow" or compiled_by_xla(tensors[0]):
-        return function(*tensors)
-    import tensorflow as tf
-
-    if tf.executing_eagerly() or tf.distribute.has_strategy():
-        return function(*tensors)
-    cache = owner.__dict__.get("_keras_wc_xla_functions")
-    if cache is None:
-        cache = {}
-        object.__setattr__(owner, "_keras_wc_xla_functions", cache)
-    if key not in cache:
-        cache[key] = tf.function(function, jit_compile=True, autograph=False)
-    return cache[key](*(tf.convert_to_tensor(t) for t in tensors))
-
-
-def after(value, *reductions):
-    """`value`, made to depend on the scalars `reductions` where XLA
-    compiles the step (elsewhere `value` itself).
-
-    A reduction that reads a variable (∂L/∂b = −Σ(∂L/∂v)·v/b reads `v`)
-    and the optimizer's update of that variable are siblings in the step's
-    graph; XLA then copies the variable so that the update can write it in
-    place while the reduction may still read it (on CPU: a full copy of the
-    kernel per step). With the gradient that the update consumes computed
-    after the reduction, the update runs after it and no copy is made.
-    `value + 0·r` is a dependency XLA does not fold away (`0·r` is not 0
-    for a non-finite `r`: then `value` is NaN, as the step that reads `r`
-    is already non-finite).
-    """
-    if not reductions or not compiled_by_xla(value):
-        return value
-    total = reductions[0]
-    for reduction in reductions[1:]:
-        total = total + reduction
-    return keras.ops.add(
-        value, keras.ops.multiply(keras.ops.cast(total, value.dtype), 0.0)
-    )
-
-
-def recomputed(function, x, value):
-    """`function(x)` computed again in JAX's compiled step, else `value`
-    (`function(x)` computed before).
-
-    Where a backward pass reads a value of the forward pass, XLA keeps it
-    alive until then; a kernel-sized one then shares the step's memory with
-    the kernel's gradient, which grows the step's temporaries by a kernel
-    (and past glibc's 32 MiB mmap threshold, the step maps fresh pages
-    every call: measured 2.3× the plain step on a 2048² MLP). Computed
-    again from `x`, an elementwise `function` fuses into its consumer.
-    The optimization barrier keeps XLA from merging the two computations
-    back into one. TensorFlow has no such barrier; elsewhere nothing is
-    compiled and `value` is as cheap.
-    """
-    if name() != "jax" or not compiled_by_xla(x):
-        return value
-    import jax
-
-    return function(jax.lax.optimization_barrier(x))
-
-
-def norm(x, axes):
-    """‖x‖ = √(Σx²) over `axes` (kept, of size 1), in one pass on
-    TensorFlow outside XLA (its `EuclideanNorm`, which XLA has no kernel
-    for; XLA fuses the square into the sum by itself). Not PyTorch's
-    `vector_norm`: over a leading axis it is ten times slower than the
-    square and the sum (14 ms against 1.3 ms on a 2048² kernel)."""
-    if name() == "tensorflow" and not compiled_by_xla(x):
-        import tensorflow as tf
-
-        return tf.math.reduce_euclidean_norm(
-            x, axis=tuple(axes), keepdims=True
-        )
-    return keras.ops.sqrt(
-        keras.ops.sum(keras.ops.square(x), axis=axes, keepdims=True)
-    )
 
 
 def derivative(function, x):

@@ -48,7 +48,8 @@ step is `Ψ'(v)·step = 0` either way, so the result is the same. On
 PyTorch, the `g_w` of an `arctan` or integer-α powerprop kernel and, for
 `ModifiedAdam` and `ModifiedAdamW`, its whole step are fused kernels
 (`keras_wc.native`); on TensorFlow's graph mode each kernel's step is an
-XLA-compiled function nested in the graph, which fuses its ops.
+XLA-compiled function nested in the graph, which fuses its ops (both
+behind the entry points of `keras_wc.lean`).
 
 `no_decay_variables(model)` lists what a decoupled weight decay should
 leave alone for the papers' semantics with any optimizer, plain or
@@ -63,7 +64,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_wc import backend, companders, internals, native, tree
+from keras_wc import companders, internals, lean, tree
 
 # Checks of the numeric arguments Keras leaves unchecked (it accepts a NaN
 # learning rate, beta_1=2 or epsilon=-1): name → (lowest, highest, whether
@@ -178,19 +179,6 @@ def _psi_derivative(layer, v):
     return companders.derivative(
         layer.compander, ops.cast(v, "float32"), layer.a, layer.b
     )
-
-
-def _native_kind(layer, *tensors):
-    """The fused kernels' kind of the layer's compander if they compute the
-    modified step of its kernel here (`keras_wc.native.kind`), else None."""
-    values = [t.value if isinstance(t, keras.Variable) else t for t in tensors]
-    kind = native.kind(layer.compander)
-    return kind if kind is not None and native.usable(*values) else None
-
-
-def _scales(layer):
-    """The layer's current (a, b) as Python floats."""
-    return tuple(float(ops.convert_to_numpy(s)) for s in (layer.a, layer.b))
 
 
 def _parent_update_step(optimizer_class):
@@ -345,19 +333,8 @@ class ModifiedOptimizerMixin:
         if layer is None or gradient is None:
             return gradient
         gradient = ops.convert_to_tensor(gradient)
-        kind = _native_kind(layer, gradient, variable)
-        if kind is not None:
-            return native.effective_gradient(
-                kind, *_scales(layer), gradient, variable.value
-            )
-        # Ψ'(v) by the expression the layer's backward pass evaluates, so
-        # that XLA computes it once for both.
-        scale = ops.cast(_psi_derivative(layer, variable), gradient.dtype)
-        if getattr(layer.compander, "positive_derivative", False):
-            return ops.divide(gradient, scale)
-        safe = ops.where(scale > 0, scale, ops.ones_like(scale))
-        return ops.where(
-            scale > 0, gradient / safe, ops.zeros_like(gradient)
+        return lean.effective_gradient(
+            layer.compander, layer.a, layer.b, gradient, variable
         )
 
     def _backend_apply_gradients(self, grads, trainable_variables):
@@ -424,7 +401,7 @@ class ModifiedOptimizerMixin:
                 self.assign_sub(variable, decay)
 
         # On TensorFlow's graph mode, the step's ops fused into one loop.
-        backend.fused_by_xla(
+        lean.fused_by_xla(
             self,
             internals.optimizer_key(self, variable),
             modified_step,
@@ -435,8 +412,8 @@ class ModifiedOptimizerMixin:
 
     def _native_adam(self, gradient, variable, learning_rate, layer):
         """Keras's Adam (or AdamW's) step on g_w, scaled by Ψ'(v), as one
-        fused kernel (`keras_wc.native`: PyTorch, `arctan` and integer-α
-        powerprop) where the
+        fused kernel (`keras_wc.lean.adam_update`: PyTorch, `arctan` and
+        integer-α powerprop) where the
         optimizer's step is exactly Keras's Adam without amsgrad and the
         decay (if any) is that of Ψ(v); returns whether it ran."""
         decays = self.weight_decay is not None and super()._use_weight_decay(
@@ -450,33 +427,21 @@ class ModifiedOptimizerMixin:
             and not (decays and _is_learnable(layer))
         ):
             return False
-        kind = _native_kind(layer, gradient, variable)
-        if kind is None:
-            return False
         momentum, velocity = internals.adam_slots(self, variable)
         tensors = [variable.value, momentum.value, velocity.value]
-        if not all(native.usable(t) and t.is_contiguous() for t in tensors):
-            return False
-        rate = float(ops.convert_to_numpy(learning_rate))
-        step = float(ops.convert_to_numpy(self.iterations)) + 1.0
-        step_size = (
-            rate
-            * math.sqrt(1.0 - self.beta_2**step)
-            / (1.0 - self.beta_1**step)
-        )
-        decay = rate * float(self.weight_decay) if decays else 0.0
-        native.adam(
-            kind,
-            *_scales(layer),
+        return lean.adam_update(
+            layer.compander,
+            layer.a,
+            layer.b,
             gradient,
             *tensors,
-            float(self.beta_1),
-            float(self.beta_2),
-            step_size,
-            float(self.epsilon),
-            decay,
+            learning_rate=learning_rate,
+            iterations=self.iterations,
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            epsilon=self.epsilon,
+            weight_decay=self.weight_decay if decays else None,
         )
-        return True
 
     def _scaled(self, variable, value):
         if self._step_scale is not None and variable is self._step_scale[0]:

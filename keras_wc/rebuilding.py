@@ -190,8 +190,8 @@ def copy_weights(source, target):
     for s, t in zip(source_weights, target_weights, strict=True):
         assign_copy(t, s)
     for layer in internals.sublayers(target, True, recursive=True):
-        if layer.built and hasattr(layer, "is_initialized"):
-            layer.is_initialized()  # a WN layer's mirror of its flag
+        if layer.built and hasattr(layer, "_remember_initialized"):
+            layer._remember_initialized()  # a WN layer's copied flag
 
 
 def assign_copy(target, source):

@@ -12,8 +12,8 @@ import pytest
 from backend_utils import BACKEND, gradients, total_loss
 
 import keras_wc
-from keras_wc import backend, native
-from keras_wc.layers.reparameterized import reference_path
+from keras_wc import backend, lean, native
+from keras_wc.lean import reference_path
 
 torch_only = pytest.mark.backends("torch", reason="the kernels run on PyTorch")
 
@@ -367,7 +367,7 @@ def test_modified_adam_takes_the_fused_step_only_where_it_is_adams(
 @pytest.mark.backends("jax", reason="XLA's copies, read off JAX's HLO")
 def test_learnable_step_makes_no_copy_of_a_kernel():
     """With learnable a, b the ∂L/∂b reduction reads v; ordered before the
-    gradient the optimizer consumes (`backend.after`), it lets XLA update v
+    gradient the optimizer consumes (`lean.after`), it lets XLA update v
     in place instead of copying it every step."""
     import jax
 
@@ -400,7 +400,7 @@ def test_fused_by_xla_runs_the_function_compiled_in_graph_mode():
 
     owner = type("Owner", (), {})()
     t = tf.constant([1.0, 2.0])
-    assert float(backend.fused_by_xla(owner, "k", function, t)[1]) == 4.0
-    graph = tf.function(lambda t: backend.fused_by_xla(owner, "k", function, t))
+    assert float(lean.fused_by_xla(owner, "k", function, t)[1]) == 4.0
+    graph = tf.function(lambda t: lean.fused_by_xla(owner, "k", function, t))
     assert float(graph(t)[0]) == 2.0
     assert seen == [False, True]  # eagerly as it is; in a graph, by XLA

@@ -10,13 +10,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_wc import backend, native
+from keras_wc import backend, lean
 from keras_wc import companders as companders_lib
 from keras_wc.layers.reparameterized import (
     RAW_NAMES,
     ReparameterizedLayer,
-    is_plain_l2,
-    lean,
+    computes_kernels,
 )
 from keras_wc.layers.scaled_output import scaled_call, scaling_parts
 from keras_wc.validation import learnable_mode, positive_number
@@ -357,35 +356,22 @@ class CompanderMixin(ReparameterizedLayer):
     # Not `forward`: on the PyTorch backend a Keras layer is a
     # `torch.nn.Module`, whose `forward` runs the layer.
     def compand(self, v):
-        """Ψ(v) in float32 with the layer's current a, b (Eq. 1)."""
+        """Ψ(v) in float32 with the layer's current a, b (Eq. 1), by the
+        lean path (`keras_wc.lean`)."""
         v = ops.cast(v, "float32")
-        if not lean():
-            return self.compander.forward(v, self.a, self.b)
-        if self.is_learnable and companders_lib.is_scale_family(
-            self.compander
-        ):
-            return _learnable_forward(self.compander, v, self.a, self.b)
-        if self._has_fixed_closed_form():
-            return _fixed_forward(self.compander, v, self.a, self.b)
-        return self.compander.forward(v, self.a, self.b)
-
-    def _has_fixed_closed_form(self):
-        return not self.is_learnable and callable(
-            getattr(self.compander, "derivative", None)
-        )
+        if self.is_learnable:
+            return lean.learnable_compander_kernel(
+                self.compander, v, self.a, self.b
+            )
+        return lean.compander_kernel(self.compander, v, self.a, self.b)
 
     def _kernel_and_penalty(self, name, regularizer):
-        if not (
-            lean()
-            and is_plain_l2(regularizer)
-            and self._has_fixed_closed_form()
-        ):
+        if self.is_learnable:
             return super()._kernel_and_penalty(name, regularizer)
-        # Eq. 5's penalty l2·ΣΨ(v)² from the same function as Ψ(v): its
-        # gradient joins Ψ'(v)·g in one expression of the backward pass.
+        # Eq. 5: the penalty acts on w = Ψ(v).
         v = ops.cast(self._raw_kernels[name], "float32")
-        return _fixed_forward(
-            self.compander, v, self.a, self.b, l2=regularizer.l2
+        return lean.compander_kernel(
+            self.compander, v, self.a, self.b, regularizer=regularizer
         )
 
     def inverse(self, w):
@@ -423,200 +409,6 @@ def _serialize_shared(shared):
     return config
 
 
-def _forward(compander, v, a, b):
-    """Ψ(v) by the formula fastest where it runs: `f_for_xla` inside an
-    XLA-compiled step (the polynomial arctan), `f` elsewhere."""
-    if backend.compiled_by_xla(v) and companders_lib.is_scale_family(
-        compander
-    ):
-        return compander.forward_for_xla(v, a, b)
-    return compander.forward(v, a, b)
-
-
-def _fixed_forward(compander, v, a, b, l2=None):
-    """Ψ(v) for fixed a, b with the closed-form Ψ'(v) as its gradient, and
-    with `l2`, also the penalty l2·ΣΨ(v)².
-
-    One expression for the backward pass (Eq. 3), (g + 2·l2·g_p·Ψ(v))·Ψ'(v)
-    for the upstream gradients g of Ψ(v) and g_p of the penalty, instead of
-    the chain of elementwise gradients autodiff would build through
-    `a·f(v/b)` and the separate passes of a penalty's own gradient. On
-    PyTorch, `arctan`'s and powerprop's forward and backward passes are one
-    fused kernel each (`keras_wc.native`).
-    """
-    kind = _native_kind(compander, v)
-    if kind is not None:
-        return _native_fixed_forward(kind, v, a, b, l2)
-
-    def forward(v, a, b):
-        return _forward(compander, v, a, b)
-
-    def backward(upstream, v, a, b):
-        return upstream * compander.derivative(v, a, b)
-
-    def penalized_backward(upstream, upstream_penalty, w, v, a, b):
-        upstream = upstream + (2.0 * l2 * upstream_penalty) * w
-        return backward(upstream, v, a, b)
-
-    @backend.custom_gradient
-    def psi(v):
-        # On TensorFlow's graph mode each pass is one XLA-compiled loop
-        # nested in the graph (the polynomial arctan, ~2× TensorFlow's
-        # `atan` and its ops one pass each on a 2048² kernel).
-        w = backend.fused_by_xla(compander, "forward", forward, v, a, b)
-
-        def grad(upstream, upstream_penalty=None):
-            if upstream_penalty is None:
-                return backend.fused_by_xla(
-                    compander, "backward", backward, upstream, v, a, b
-                )
-            # Ψ(v) recomputed where XLA fuses it into the update: the
-            # forward's Ψ(v) kept for this term would be alive with
-            # ∂L/∂Ψ(v), a second kernel-sized temporary per layer.
-            again = backend.recomputed(lambda v: forward(v, a, b), v, w)
-            return backend.fused_by_xla(
-                compander,
-                ("penalized backward", l2),
-                penalized_backward,
-                upstream,
-                upstream_penalty,
-                again,
-                v,
-                a,
-                b,
-            )
-
-        if l2 is None:
-            return w, grad
-        return (w, l2 * backend.sum_of_squares(w)), grad
-
-    return psi(v)
-
-
-def _native_kind(compander, v):
-    """The fused C kernels' kind of `compander` if they compute Ψ(v) here
-    (`keras_wc.native.kind`), else None."""
-    kind = native.kind(compander)
-    return kind if kind is not None and native.usable(v) else None
-
-
-def _native_fixed_forward(kind, v, a, b, l2):
-    """`_fixed_forward` by the fused kernels: Ψ(v) (and l2·ΣΨ(v)²) in one
-    pass, the backward pass in one pass (Ψ(v) recomputed there instead of
-    kept alive)."""
-
-    @backend.custom_gradient
-    def psi(v):
-        w, total = native.forward(kind, a, b, v, penalty=l2 is not None)
-
-        def grad(upstream, upstream_penalty=None):
-            penalty = 0.0
-            if upstream_penalty is not None:
-                penalty = 2.0 * l2 * float(upstream_penalty)
-            return native.backward(kind, a, b, upstream, v, penalty)
-
-        if l2 is None:
-            return w, grad
-        return (w, l2 * total), grad
-
-    return psi(v)
-
-
-def _learnable_forward(compander, v, a, b):
-    """Ψ(v) = a·f(v/b) with its gradients in closed form (§III-B).
-
-    ∂L/∂v = g·Ψ'(v), ∂L/∂a = Σ g·Ψ(v)/a, ∂L/∂b = −Σ (∂L/∂v)·v/b, where
-    g = ∂L/∂Ψ(v): the last two hold for every compander of the form
-    a·f(v/b), since ∂Ψ/∂a = f(v/b) and ∂Ψ/∂b = −(v/b)·Ψ'(v).
-    """
-    kind = _native_kind(compander, v)
-    if kind is not None:
-        return _native_learnable(kind, v, a, b, scaled=True)
-
-    @backend.custom_gradient
-    def psi(v, a, b):
-        w = _forward(compander, v, a, b)
-
-        def grad(upstream):
-            grad_v = upstream * compander.derivative(v, a, b)
-            grad_a = backend.inner_product(upstream, w) / a
-            grad_b = -backend.inner_product(grad_v, v) / b
-            return backend.after(grad_v, grad_a, grad_b), grad_a, grad_b
-
-        return w, grad
-
-    return psi(v, a, b)
-
-
-def _learnable_direction(compander, v, b):
-    """f(v/b), the kernel of a layer whose output `a` scales, with its
-    gradients in closed form (§III-B).
-
-    For the upstream gradient g̃ = ∂L/∂f(v/b) = a·∂L/∂Ψ(v): ∂L/∂v =
-    g̃·f'(v/b)/b = ∂L/∂Ψ(v)·Ψ'(v), and ∂L/∂b = −Σ (∂L/∂v)·v/b.
-    """
-    kind = _native_kind(compander, v)
-    if kind is not None:
-        return _native_learnable(kind, v, 1.0, b, scaled=False)
-
-    @backend.custom_gradient
-    def direction(v, b):
-        def grad(upstream):
-            grad_v = upstream * compander.derivative(v, 1.0, b)
-            grad_b = -backend.inner_product(grad_v, v) / b
-            return backend.after(grad_v, grad_b), grad_b
-
-        return _forward(compander, v, 1.0, b), grad
-
-    return direction(v, b)
-
-
-def _native_learnable(kind, v, a, b, scaled):
-    """`_learnable_forward` (`scaled`: a·f(v/b), gradients for v, a, b) or
-    `_learnable_direction` (f(v/b), gradients for v, b) by the fused
-    kernels: ∂L/∂v and the sums of ∂L/∂a and ∂L/∂b in one pass."""
-
-    def values(*scales):
-        return [float(scale) for scale in scales]
-
-    if scaled:
-
-        @backend.custom_gradient
-        def psi(v, a, b):
-            a_value, b_value = values(a, b)
-            w, _ = native.forward(kind, a_value, b_value, v, penalty=False)
-
-            def grad(upstream):
-                grad_v, sum_a, sum_b = native.learnable_backward(
-                    kind, a_value, b_value, upstream, v, want_a=True
-                )
-                return grad_v, _scalar(sum_a, a), _scalar(-sum_b / b_value, b)
-
-            return w, grad
-
-        return psi(v, a, b)
-
-    @backend.custom_gradient
-    def direction(v, b):
-        (b_value,) = values(b)
-        d, _ = native.forward(kind, 1.0, b_value, v, penalty=False)
-
-        def grad(upstream):
-            grad_v, _, sum_b = native.learnable_backward(
-                kind, 1.0, b_value, upstream, v, want_a=False
-            )
-            return grad_v, _scalar(-sum_b / b_value, b)
-
-        return d, grad
-
-    return direction(v, b)
-
-
-def _scalar(value, like):
-    """`value` as a 0-d tensor of `like`'s dtype (a gradient of `like`)."""
-    return ops.cast(ops.convert_to_tensor(value), like.dtype)
-
-
 class LinearCompanderMixin(CompanderMixin):
     """`CompanderMixin` for `Dense`, `EinsumDense` and the (transposed)
     convolutions: with learnable `a, b` (of the `a·f(v/b)` companders), the
@@ -626,11 +418,13 @@ class LinearCompanderMixin(CompanderMixin):
     the step never writes a·f(v/b).
     """
 
+    @computes_kernels
     def call(self, inputs, training=None):
         parts = self._output_scaling(inputs)
         if parts is None:
+            self._compute_kernels()
             return super().call(inputs)
-        direction = _learnable_direction(
+        direction = lean.learnable_compander_direction(
             self.compander,
             ops.cast(self._raw_kernels["kernel"], "float32"),
             self.b,
@@ -642,7 +436,7 @@ class LinearCompanderMixin(CompanderMixin):
         by `a`, else None (fixed a, b; not `a·f(v/b)`; a `call` of a
         subclass; an output larger than the kernel; the reference path)."""
         if not (
-            lean()
+            lean.enabled()
             and self.is_learnable
             and companders_lib.is_scale_family(self.compander)
         ):

@@ -14,24 +14,29 @@ compute path. The mechanism hooks the parent class at two public points:
   the parent's own `call` applies it.
 
 Each call of the layer is one scope (the layer's `call` opens it, so it
-holds also when a wrapper such as `TimeDistributed` calls `call` directly):
-the first read of a kernel in the call computes it, with its weight-decay
-penalty, and later reads in the same call reuse it, however often the
-parent reads its kernel. When the call ends, the penalties it computed are
-added with `add_loss`, once per model call whatever the number of times
-the layer is called in it (a shared layer, a layer in `TimeDistributed`),
-as Keras counts a plain layer's regularizer. Reading a kernel outside a
-call only computes it. Nothing is ever assigned to a kernel variable in the
-forward pass and nothing is kept on the layer between calls. Saving stores
+holds also when a wrapper such as `TimeDistributed` calls `call` directly).
+Computing the kernels is an explicit step of the call path
+(`_compute_kernels`): at the start of the call, each kernel is computed
+once, with its weight-decay penalty, and every read of the kernel in the
+call returns that tensor, however often the parent reads its kernel. A
+call that computes its output without the kernel (the scaled-output path)
+skips the step and hands its penalty over itself (`_penalize`). When the
+call ends, the penalties it computed are added with `add_loss`, once per
+model call whatever the number of times the layer is called in it (a
+shared layer, a layer in `TimeDistributed`), as Keras counts a plain
+layer's regularizer. The kernel properties only read: inside a call they
+return the kernel the call computed, outside one they compute the
+effective kernel, with no penalty and nothing stored. Nothing is ever
+assigned to a kernel variable in the forward pass and nothing is kept on
+the layer between calls. Saving stores
 the raw variables (the parents' `save_own_variables` would store the
 effective kernel and load it into the raw variable).
 
-The effective kernel, its penalty and their gradients are computed by a
-lean path by default: closed-form gradients, the L2 penalty fused into the
-function that computes the kernel, formulas chosen for the backend and for
-whether XLA compiles the step. Inside `reference_path()` the layers compute
-the same quantities with plain `keras.ops` and automatic differentiation
-instead, the reference the lean path is tested against.
+The effective kernel, its penalty and their gradients are computed by the
+entry points of `keras_wc.lean` (closed-form gradients, the L2 penalty
+fused into the function that computes the kernel, fused kernels), or
+inside `keras_wc.lean.reference_path()` with plain `keras.ops` and
+automatic differentiation, the reference the lean path is tested against.
 
 A built or unbuilt instance of the plain Keras layer becomes a
 reparameterized one in place with `adopt` (its variables are replaced at
@@ -40,7 +45,6 @@ keras_wc class), and turns back into the plain layer with `release`.
 """
 
 import contextlib
-import contextvars
 import functools
 
 import keras
@@ -81,47 +85,16 @@ def doc_call(parent, input_shape):
     return f"y, states = layer({x}, [keras.ops.zeros((2, 16))] * {states})"
 
 
-_REFERENCE = contextvars.ContextVar("keras_wc_reference", default=False)
-
-
-@contextlib.contextmanager
-def reference_path():
-    """Context in which reparameterized layers take the reference path:
-    the effective kernel by plain `keras.ops` with automatic
-    differentiation, and the regularizer evaluated on it separately
-    (traced steps keep the path they were traced with)."""
-    token = _REFERENCE.set(True)
-    try:
-        yield
-    finally:
-        _REFERENCE.reset(token)
-
-
-def lean():
-    """Whether the lean path is on (outside `reference_path()`)."""
-    return not _REFERENCE.get()
-
-
-def is_plain_l2(regularizer):
-    """Whether `regularizer` is `l2·Σw²` and nothing else (`L2`, or
-    `L1L2` with `l1 = 0`), which the lean path fuses."""
-    return type(regularizer) is keras.regularizers.L2 or (
-        type(regularizer) is keras.regularizers.L1L2 and regularizer.l1 == 0
-    )
-
-
 def _kernel_property(name):
     def getter(self):
         if name not in self._raw_kernels:
             raise AttributeError(self._missing_attribute(name))
+        # Only reads: the kernel this call computed (`_compute_kernels`),
+        # else the effective kernel, without its penalty.
         scope = self._scope
-        if scope is None:
-            return ops.cast(self._with_lora(name, None), self.compute_dtype)
-        if name not in scope.kernels:
-            scope.kernels[name] = ops.cast(
-                self._with_lora(name, scope), self.compute_dtype
-            )
-        return scope.kernels[name]
+        if scope is not None and name in scope.kernels:
+            return scope.kernels[name]
+        return self._applied_kernel(name, self._effective_kernel(name))
 
     def setter(self, value):
         # The parent's `build` stores what `add_weight` returned, i.e. the
@@ -169,8 +142,9 @@ class EffectiveRegularizer:
 
 
 class _CallScope:
-    """What one call of a layer computed: its kernels, and the penalties
-    to add when the call ends (none if `penalize` is false)."""
+    """What one call of a layer computed (`_compute_kernels`): its kernels,
+    and the penalties to add when the call ends (none if `penalize` is
+    false)."""
 
     def __init__(self, penalize=True):
         self.kernels = {}
@@ -178,13 +152,23 @@ class _CallScope:
         self.penalize = penalize
 
 
+def computes_kernels(call):
+    """Marks a mixin's `call` that runs `_compute_kernels` itself, on the
+    paths that read the kernels (so that a path computing its output
+    without them does not compute them)."""
+    call.computes_kernels = True
+    return call
+
+
 def _call_in_scope(call):
-    """`call` run in the layer's call scope; Keras reads the signature of
-    the wrapped `call` (`training`, `mask`)."""
+    """`call` run in the layer's call scope, its kernels computed first
+    unless `call` computes them itself (`computes_kernels`); Keras reads
+    the signature of the wrapped `call` (`training`, `mask`)."""
+    precompute = not getattr(call, "computes_kernels", False)
 
     @functools.wraps(call)
     def scoped_call(self, *args, **kwargs):
-        with self.call_scope(precompute=False):
+        with self.call_scope(precompute=precompute):
             return call(self, *args, **kwargs)
 
     scoped_call.opens_call_scope = True
@@ -354,7 +338,7 @@ class ReparameterizedLayer:
         """Routes a regularizer meant for the effective kernel `name`.
 
         Returns what to attach to the raw variable: nothing, as the penalty
-        is computed on the kernel of each call (`call_scope`); or, for a
+        is computed with the kernel of each call (`_compute_kernels`); or, for a
         recurrent cell, an `EffectiveRegularizer`, evaluated by Keras once per
         training step, outside the RNN's loop.
         """
@@ -393,16 +377,14 @@ class ReparameterizedLayer:
     def call_scope(self, precompute=True):
         """One call's scope: each kernel is computed once inside it.
 
-        The first read of a kernel computes it, with its weight-decay
-        penalty if it has one; later reads reuse it. When the scope ends
-        without an error, its penalties are added (`_add_penalties`). Nested
-        scopes join the outer one, so a recurrent cell called at every time
-        step inside its RNN layer's scope computes its kernels once per RNN
-        call.
+        When the scope ends without an error, the penalties computed in it
+        are added (`_add_penalties`). Nested scopes join the outer one, so
+        a recurrent cell called at every time step inside its RNN layer's
+        scope computes its kernels once per RNN call, before the loop.
 
         Args:
-            precompute: compute every kernel on entry (an RNN layer does, so
-                that no kernel is first computed inside its loop).
+            precompute: run `_compute_kernels` on entry (false for a `call`
+                that runs it itself, on the paths that read the kernels).
         """
         if self._scope is not None:
             yield
@@ -410,9 +392,8 @@ class ReparameterizedLayer:
         scope = _CallScope()
         object.__setattr__(self, "_scope", scope)
         try:
-            if precompute and self.built:
-                for name in self._raw_kernels:
-                    getattr(self, name)
+            if precompute:
+                self._compute_kernels()
             yield
         finally:
             object.__setattr__(self, "_scope", None)
@@ -420,37 +401,48 @@ class ReparameterizedLayer:
 
     @contextlib.contextmanager
     def unpenalized_scope(self):
-        """A scope of its own, whose kernels add no penalty (for a pass
-        through the layer that is not part of its function, such as WN's
-        data-dependent init)."""
+        """A scope of its own, whose kernels are computed on entry and add
+        no penalty (for a pass through the layer that is not part of its
+        function, such as WN's data-dependent init)."""
         outer = self._scope
         object.__setattr__(self, "_scope", _CallScope(penalize=False))
         try:
+            self._compute_kernels()
             yield
         finally:
             object.__setattr__(self, "_scope", outer)
 
-    def _with_lora(self, name, scope):
-        """The kernel `name` a call applies: the effective kernel (with
-        its penalty kept in `scope`, if any), plus the LoRA delta."""
-        kernel = (
-            self._effective_kernel(name)
-            if scope is None
-            else self._kernel_in_scope(name, scope)
-        )
+    def _compute_kernels(self):
+        """The call's explicit step computing its kernels: each kernel of
+        the layer, with its weight-decay penalty (`_kernel_and_penalty`)
+        where it has one and the scope penalizes, kept in the call's scope
+        for every read of the kernel in the call. Kernels the scope already
+        holds are kept; outside a call, or before `build`, nothing is
+        computed."""
+        scope = self._scope
+        if scope is None or not self.built:
+            return
+        for name in self._raw_kernels:
+            if name in scope.kernels:
+                continue
+            regularizer = self._call_regularizers.get(name)
+            if regularizer is None or not scope.penalize:
+                kernel = self._effective_kernel(name)
+            else:
+                kernel, scope.penalties[name] = self._kernel_and_penalty(
+                    name, regularizer
+                )
+            scope.kernels[name] = self._applied_kernel(name, kernel)
+
+    def _applied_kernel(self, name, kernel):
+        """The kernel `name` the parent applies: the effective `kernel`,
+        plus the LoRA delta, in the compute dtype."""
+        return ops.cast(self._with_lora(name, kernel), self.compute_dtype)
+
+    def _with_lora(self, name, kernel):
+        """The effective `kernel` of `name` plus the LoRA delta, if any."""
         if name == "kernel" and getattr(self, "lora_enabled", False):
             kernel = kernel + self._lora_delta()
-        return kernel
-
-    def _kernel_in_scope(self, name, scope):
-        """The effective kernel `name` for a call, its penalty kept in
-        `scope`."""
-        regularizer = self._call_regularizers.get(name)
-        if regularizer is None or not scope.penalize:
-            return self._effective_kernel(name)
-        kernel, scope.penalties[name] = self._kernel_and_penalty(
-            name, regularizer
-        )
         return kernel
 
     def _penalize(self, name, penalty):
@@ -566,7 +558,10 @@ class ReparameterizedLayer:
 
         These are the weights `keras_wc.fold` writes into the plain layer.
         """
-        return {k: self._with_lora(k, None) for k in self._raw_kernels}
+        return {
+            k: self._with_lora(k, self._effective_kernel(k))
+            for k in self._raw_kernels
+        }
 
     def set_weights(self, weights):
         """Sets the layer's variables (`self.weights`: the raw ones, `v`,

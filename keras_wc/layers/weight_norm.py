@@ -21,13 +21,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_wc import backend
+from keras_wc import backend, lean
 from keras_wc.layers.layouts import layout_of
 from keras_wc.layers.reparameterized import (
     RAW_NAMES,
     ReparameterizedLayer,
-    is_plain_l2,
-    lean,
+    computes_kernels,
 )
 from keras_wc.layers.scaled_output import scaled_call, scaling_parts
 from keras_wc.validation import positive_number
@@ -66,7 +65,7 @@ class _InitPass:
         for variable, value in reversed(self._previous):
             variable.assign(value)
         for layer in self.layers:
-            layer.is_initialized()  # refreshes its mirror
+            layer._remember_initialized()
         self.layers = []
         self._previous = []
 
@@ -115,76 +114,6 @@ class _NormOf(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None):
         norm = ops.reshape(_norm(self.v, self.norm_axes), shape)
         return ops.cast(ops.log(norm) if self.log_scale else norm, dtype)
-
-
-def _weight_norm(v, g, norm_axes):
-    """(w = g·v/‖v‖, Σw²) with the WN paper's gradients in closed form.
-
-    Eq. 3: ∇_g L = ∇_w L·v/‖v‖ and ∇_v L = (g/‖v‖)∇_w L − (g∇_g L/‖v‖²)v,
-    computed in two passes over the kernel instead of autodiff's chain
-    through the norm. `g` has the kernel's rank (1 on the norm axes).
-    Σw² = Σ g²·‖v‖²/max(‖v‖², ε) per unit costs no pass over the kernel.
-    """
-
-    @backend.custom_gradient
-    def wn(v, g):
-        squares = ops.sum(ops.square(v), axis=norm_axes, keepdims=True)
-        alive = squares > NORM_EPSILON
-        inv = ops.rsqrt(ops.maximum(squares, NORM_EPSILON))
-        scale = g * inv
-        ratio = squares * ops.square(inv)
-        total = ops.sum(ops.square(g) * ratio)
-
-        def grad(upstream, upstream_total):
-            if upstream_total is None:  # the penalty is not used (torch)
-                upstream_total = ops.zeros_like(total)
-            projection = ops.sum(upstream * v, axis=norm_axes, keepdims=True)
-            grad_g = projection * inv + 2.0 * upstream_total * g * ratio
-            along_v = ops.where(
-                alive,
-                scale * ops.square(inv) * projection,
-                -2.0 * upstream_total * ops.square(g) / NORM_EPSILON,
-            )
-            grad_v = scale * upstream - along_v * v
-            return grad_v, grad_g
-
-        return (v * scale, total), grad
-
-    return wn(v, g)
-
-
-def _inverse_norm(v, norm_axes):
-    """(1/‖v‖, ‖v‖²/max(‖v‖², ε)) per unit, with the gradient in one pass.
-
-    The scale of WN applied to a layer's output (`g/‖v‖`, Eq. 2) needs the
-    kernel only through these two per-unit numbers. ∂(1/‖v‖)/∂v =
-    −v/‖v‖³; the ratio (1 but for an all-zero `v`, where it is ‖v‖²/ε)
-    has the gradient 2v/ε there and 0 elsewhere. The backward pass is one
-    broadcast product with `v`, instead of autodiff's chain through the
-    square, the sum and the root.
-    """
-
-    @backend.custom_gradient
-    def inverse_norm(v):
-        squares = ops.square(backend.norm(v, norm_axes))
-        alive = squares > NORM_EPSILON
-        inv = ops.rsqrt(ops.maximum(squares, NORM_EPSILON))
-        ratio = squares * ops.square(inv)
-
-        def grad(upstream_inv, upstream_ratio=None):
-            dead = (
-                0.0
-                if upstream_ratio is None  # the ratio is not used (torch)
-                else 2.0 * upstream_ratio / NORM_EPSILON
-            )
-            along_v = ops.where(
-                alive, -upstream_inv * inv * ops.square(inv), dead
-            )
-            return along_v * v
-
-        return (inv, ratio), grad
-
-    return inverse_norm(v)
 
 
 def _norm(v, norm_axes):
@@ -439,10 +368,9 @@ class WeightNormCore(ReparameterizedLayer):
         axes = self._norm_axes[name]
         if self._direction_only and name == self._output_kernel():
             return v / _norm(v, axes)
-        if not lean():
-            return self._gain_keepdims(name) * v / _norm(v, axes)
-        w, _ = _weight_norm(v, self._gain_keepdims(name), axes)
-        return w
+        return lean.weight_norm_kernel(
+            v, self._gain_keepdims(name), axes, NORM_EPSILON
+        )
 
     def _output_kernel(self):
         if "pointwise_kernel" in self._raw_kernels:
@@ -450,15 +378,14 @@ class WeightNormCore(ReparameterizedLayer):
         return "kernel"
 
     def _kernel_and_penalty(self, name, regularizer):
-        if not (lean() and is_plain_l2(regularizer)):
-            return super()._kernel_and_penalty(name, regularizer)
-        # ‖w_j‖ = g_j for every unit, so L2(w) = l2·Σ g_j² (·‖v_j‖²/max(‖v_j‖²,
-        # ε), which is 1 but for an all-zero v_j), without a pass over w.
         v = ops.cast(self._raw_kernels[name], "float32")
-        w, squares = _weight_norm(
-            v, self._gain_keepdims(name), self._norm_axes[name]
+        return lean.weight_norm_kernel(
+            v,
+            self._gain_keepdims(name),
+            self._norm_axes[name],
+            NORM_EPSILON,
+            regularizer=regularizer,
         )
-        return w, regularizer.l2 * squares
 
     def _raw_values(self, name, value):
         return self._raw_values_for(
@@ -526,25 +453,44 @@ class WeightNormMixin(WeightNormCore):
         """Whether the persisted `initialized` flag is set.
 
         Reads the variable's stored value, also while a training step is
-        traced.
+        traced; where it cannot be read (a JAX training step, during which
+        Keras detaches the values), the value `_remember_initialized` kept
+        last. Changes nothing.
         """
         value = backend.concrete_value(self.initialized)
+        if value is None:
+            return self._initialized_mirror
+        return bool(value)
+
+    def _remember_initialized(self):
+        """Keeps the flag's current value for `is_initialized` to return
+        where the variable cannot be read; run where the flag changes (the
+        init and its undoing, loading, `set_weights`, copying) and where
+        the call reads it. Returns the flag."""
+        value = backend.concrete_value(self.initialized)
         if value is not None:
-            # The last value seen, for when the variable cannot be read (a
-            # JAX training step, during which Keras detaches the values).
             self._initialized_mirror = bool(value)
         return self._initialized_mirror
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
         if self.built:
-            self.is_initialized()
+            self._remember_initialized()
 
+    def set_weights(self, weights):
+        super().set_weights(weights)
+        self._remember_initialized()
+
+    @computes_kernels
     def call(self, inputs, training=None):
-        if in_init_pass(inputs) and not self.is_initialized():
+        # The flag is read (and kept) only where it decides the call: it
+        # may have been assigned since it was last kept.
+        if in_init_pass(inputs) and not self._remember_initialized():
             return self._data_dependent_init(inputs)
         if (
-            _is_true(training) and self.data_init and not self.is_initialized()
+            _is_true(training)
+            and self.data_init
+            and not self._remember_initialized()
         ):
             raise RuntimeError(
                 f"{type(self).__name__} '{self.name}' has data_init=True but "
@@ -557,6 +503,7 @@ class WeightNormMixin(WeightNormCore):
         parts = self._output_scaling(inputs)
         if parts is not None:
             return self._call_scaling_output(inputs, parts)
+        self._compute_kernels()
         return super().call(inputs)
 
     def _output_scaling(self, inputs):
@@ -572,10 +519,10 @@ class WeightNormMixin(WeightNormCore):
         over the kernel's gradient. Not under a float16 compute dtype,
         whose range `x·v` could leave where ‖v‖ is large.
         """
-        if not lean() or self.compute_dtype == "float16":
+        if not lean.enabled() or self.compute_dtype == "float16":
             return None
         regularizer = self._call_regularizers.get("kernel")
-        if regularizer is not None and not is_plain_l2(regularizer):
+        if regularizer is not None and not lean.is_plain_l2(regularizer):
             return None
         return scaling_parts(self, WeightNormMixin, inputs)
 
@@ -583,8 +530,8 @@ class WeightNormMixin(WeightNormCore):
         """The layer's output as φ(t·g/‖v‖ + bias), t = the linear op of
         the inputs and `v` (Eq. 2 applied after the op, per output unit)."""
         v = self._raw_kernels["kernel"]
-        inv, ratio = _inverse_norm(
-            ops.cast(v, "float32"), self._norm_axes["kernel"]
+        inv, ratio = lean.weight_norm_scale(
+            ops.cast(v, "float32"), self._norm_axes["kernel"], NORM_EPSILON
         )
         gain = self._gain_keepdims("kernel")
         regularizer = self._call_regularizers.get("kernel")

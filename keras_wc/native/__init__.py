@@ -14,7 +14,7 @@ takes on other platforms, does not; an install from source builds it
 (`setup.py`, as an optional extension: without a C compiler the install
 still succeeds, without it). Where it is missing, or for any other
 compander, dtype, device or backend, the layers take their `keras.ops`
-path, the one the tests compare these kernels with (`reference_path()`).
+path, the one the tests compare these kernels with (`keras_wc.lean`).
 `available()` says whether it loads and `why_unavailable()` why not; on
 PyTorch, the first step that would have run the kernels warns once. They
 are also off inside `disabled()` and with the environment variable

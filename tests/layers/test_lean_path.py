@@ -15,10 +15,9 @@ from backend_utils import BACKEND, gradients, total_loss
 from scipy import special
 
 import keras_wc
-from keras_wc import backend, companders
-from keras_wc.layers.compander import _fixed_forward
-from keras_wc.layers.reparameterized import reference_path
+from keras_wc import backend, companders, lean
 from keras_wc.layers.weight_norm import WeightNormMixin
+from keras_wc.lean import reference_path
 
 
 def _x(shape, seed=0):
@@ -102,8 +101,10 @@ def test_fused_penalty_and_gradient_match_numpy(name, a, b):
     weights = _x((6, 5), 1)
     l2 = 0.03
 
+    regularizer = keras.regularizers.L2(l2)
+
     def loss():
-        w, penalty = _fixed_forward(comp, v.value, a, b, l2=l2)
+        w, penalty = lean.compander_kernel(comp, v.value, a, b, regularizer)
         return keras.ops.sum(keras.ops.multiply(w, weights)) + penalty
 
     (grad,) = gradients(loss, [v])
@@ -114,7 +115,7 @@ def test_fused_penalty_and_gradient_match_numpy(name, a, b):
     else:
         w = special.erf(v64)
         slope = 2 / math.sqrt(math.pi) * np.exp(-(v64**2))
-    w_lean, penalty = _fixed_forward(comp, v.value, a, b, l2=l2)
+    w_lean, penalty = lean.compander_kernel(comp, v.value, a, b, regularizer)
     np.testing.assert_allclose(np.asarray(w_lean), w, rtol=1e-6, atol=1e-7)
     penalty = float(keras.ops.convert_to_numpy(penalty))
     np.testing.assert_allclose(penalty, l2 * np.sum(w**2), rtol=1e-6)
@@ -122,6 +123,130 @@ def test_fused_penalty_and_gradient_match_numpy(name, a, b):
     np.testing.assert_allclose(
         grad, (weights + 2 * l2 * w) * slope, rtol=1e-5, atol=1e-7
     )
+
+
+def _entry_variables():
+    """v (two all-zero units among six: WN's dead-unit branch), g, a, b."""
+    v = _x((4, 6), 2)
+    v[:, 4] = 0.0
+    g = (1.0 + 0.1 * np.arange(6, dtype="float32")).reshape(1, 6)
+    return {
+        "v": keras.Variable(v),
+        "g": keras.Variable(g),
+        "a": keras.Variable(np.float32(1.3)),
+        "b": keras.Variable(np.float32(0.6)),
+    }
+
+
+_ARCTAN = companders.get("arctan")
+_L2 = keras.regularizers.L2(0.05)
+# Each entry point of `keras_wc.lean` with a reference, on the variables
+# of `_entry_variables`: (the call, the variables it differentiates).
+ENTRY_POINTS = {
+    "compander": (
+        lambda t: lean.compander_kernel(_ARCTAN, t["v"].value, 1.3, 0.6),
+        ["v"],
+    ),
+    "compander-l2": (
+        lambda t: lean.compander_kernel(_ARCTAN, t["v"].value, 1.3, 0.6, _L2),
+        ["v"],
+    ),
+    "compander-l1": (
+        lambda t: lean.compander_kernel(
+            _ARCTAN, t["v"].value, 1.3, 0.6, keras.regularizers.L1(0.05)
+        ),
+        ["v"],
+    ),
+    "powerprop-l2": (
+        lambda t: lean.compander_kernel(
+            companders.Powerprop(3.0), t["v"].value, 1.0, 1.0, _L2
+        ),
+        ["v"],
+    ),
+    "learnable-compander": (
+        lambda t: lean.learnable_compander_kernel(
+            _ARCTAN, t["v"].value, t["a"].value, t["b"].value
+        ),
+        ["v", "a", "b"],
+    ),
+    "weight-norm": (
+        lambda t: lean.weight_norm_kernel(
+            t["v"].value, t["g"].value, (0,), 1e-12
+        ),
+        ["v", "g"],
+    ),
+    "weight-norm-l2": (
+        lambda t: lean.weight_norm_kernel(
+            t["v"].value, t["g"].value, (0,), 1e-12, _L2
+        ),
+        ["v", "g"],
+    ),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_lean_entry_points_equal_their_reference(entry):
+    """Each entry point of `keras_wc.lean`: its value (and penalty) and
+    gradients on the lean path equal those inside `reference_path()`."""
+    call, names = ENTRY_POINTS[entry]
+    tensors = _entry_variables()
+    weights = _x((4, 6), 3)
+
+    def loss():
+        out = call(tensors)
+        w, penalty = out if isinstance(out, tuple) else (out, 0.0)
+        return keras.ops.sum(keras.ops.multiply(w, weights)) + penalty
+
+    variables = [tensors[name] for name in names]
+    got = [float(keras.ops.convert_to_numpy(loss()))]
+    got += gradients(loss, variables)
+    with reference_path():
+        want = [float(keras.ops.convert_to_numpy(loss()))]
+        want += gradients(loss, variables)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    for g, w in zip(got[1:], want[1:], strict=True):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)
+
+
+def test_lean_only_entry_points_equal_the_formulas():
+    """The entry points without a reference path (the scaled-output
+    path's): f(v/b) against `compander.forward(v, 1, b)`, WN's per-unit
+    (1/‖v‖, ‖v‖²/max(‖v‖², ε)) against the formula, values and gradients."""
+    tensors = _entry_variables()
+    weights = _x((4, 6), 3)
+
+    def direction(fast):
+        def loss():
+            v, b = tensors["v"].value, tensors["b"].value
+            d = (
+                lean.learnable_compander_direction(_ARCTAN, v, b)
+                if fast
+                else _ARCTAN.forward(v, 1.0, b)
+            )
+            return keras.ops.sum(keras.ops.multiply(d, weights))
+
+        return gradients(loss, [tensors["v"], tensors["b"]])
+
+    def scale(fast):
+        def loss():
+            v = tensors["v"].value
+            if fast:
+                inv, ratio = lean.weight_norm_scale(v, (0,), 1e-12)
+            else:
+                squares = keras.ops.sum(
+                    keras.ops.square(v), axis=0, keepdims=True
+                )
+                inv = 1.0 / keras.ops.sqrt(keras.ops.maximum(squares, 1e-12))
+                ratio = squares / keras.ops.maximum(squares, 1e-12)
+            return keras.ops.sum(
+                keras.ops.multiply(inv, weights[:1])
+            ) + keras.ops.sum(keras.ops.multiply(ratio, weights[1:2]))
+
+        return gradients(loss, [tensors["v"]])
+
+    for pair in (direction, scale):
+        for got, want in zip(pair(True), pair(False), strict=True):
+            np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
 
 
 # method, convert options
@@ -475,7 +600,7 @@ def _step_temporaries(model, x, y):
 def test_the_fused_penalty_keeps_no_kernel_alive_for_the_backward():
     # Eq. 5's penalty gradient 2·l2·Ψ(v)·Ψ'(v) reads Ψ(v): kept from the
     # forward pass it is a kernel-sized temporary alive with ∂L/∂Ψ(v);
-    # recomputed (`backend.recomputed`), the step with the penalty needs no
+    # recomputed (`lean.recomputed`), the step with the penalty needs no
     # more temporary memory than the step without it.
     def model(l2):
         regularizer = keras.regularizers.L2(l2) if l2 else None
