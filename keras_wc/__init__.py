@@ -11,12 +11,12 @@ from keras_wc.conversion import ConversionReport, convert
 from keras_wc.exporting import export
 from keras_wc.folding import fold
 from keras_wc.initialization import initialize
-from keras_wc.layers import layouts as _layouts
-from keras_wc.layers import wc as _wc
-from keras_wc.layers import wn as _wn
-from keras_wc.layers.compander import SharedCompander
+from keras_wc.layers import layer_types as _layer_types
+from keras_wc.layers import wc_layers as _wc_layers
+from keras_wc.layers import wn_layers as _wn_layers
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
-from keras_wc.layers.weight_normalization import WeightNormalization
+from keras_wc.layers.tfa_compat import WeightNormalization
+from keras_wc.layers.wc_base import SharedCompander
 from keras_wc.version import __version__
 from keras_wc.weight_decay import l2_from_pytorch
 
@@ -40,11 +40,11 @@ __all__ = [
 ]
 
 # The WC* and WN* layer classes, one per row of the table of layer types
-# (`keras_wc.layers.layouts`) that Keras exports.
+# (`keras_wc.layers.layer_types`) that Keras exports.
 _LAYERS = {
     name: cls
-    for name, cls in {**_wc.CLASSES, **_wn.CLASSES}.items()
-    if _layouts.is_public(cls)
+    for name, cls in {**_wc_layers.CLASSES, **_wn_layers.CLASSES}.items()
+    if _layer_types.is_public(cls)
 }
 globals().update(_LAYERS)
 __all__ = sorted(__all__ + list(_LAYERS))

@@ -15,7 +15,7 @@ runs unchanged on TensorFlow, JAX and PyTorch. What cannot be, lives here:
 * `cross_replica_sum`: sums over the replicas of a `tf.distribute`
   strategy (on JAX, `keras.distribution.DataParallel` computes global sums
   by itself; PyTorch runs on one device here);
-* `compiled_by_xla`: whether XLA compiles the step being traced, by which
+* `in_xla_step`: whether XLA compiles the step being traced, by which
   the lean path (`keras_wc.lean`) picks its formulas.
 
 TensorFlow is imported only when it is the backend (or when exporting).
@@ -105,7 +105,7 @@ def _value(x):
     return x.value if isinstance(x, keras.Variable) else x
 
 
-def compiled_by_xla(tensor):
+def in_xla_step(tensor):
     """Whether `tensor` belongs to a computation XLA compiles: a JAX trace
     (Keras jits every JAX training step), or a TensorFlow function traced
     with `jit_compile=True` (or called from one). Not a PyTorch tensor

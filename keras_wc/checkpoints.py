@@ -14,7 +14,7 @@ import os
 import numpy as np
 from keras import ops
 
-from keras_wc import internals, rebuilding, records, tree
+from keras_wc import inplace_saving, internals, rebuilding, tree
 from keras_wc.folding import fold, fold_in_place
 from keras_wc.layers.recurrent import RecurrentMixin
 
@@ -89,7 +89,7 @@ def _assignments(layer, plain):
     own = internals.own_variables(layer)
     plain_own = internals.own_variables(plain)
     values = [np.asarray(ops.convert_to_numpy(v)) for v in plain_own]
-    if not records.is_reparameterized(layer):
+    if not inplace_saving.is_reparameterized(layer):
         if len(values) != len(own):
             raise ValueError(
                 f"Layer '{layer.name}' has {len(own)} weights, its "
@@ -102,7 +102,7 @@ def _assignments(layer, plain):
     }
     pairs = []
     for name, group in layer._raw_groups.items():
-        raw = layer._raw_values(name, by_name[name].astype("float32"))
+        raw = layer._right_inverse(name, by_name[name].astype("float32"))
         pairs += [
             (variable, np.reshape(value, variable.shape))
             for variable, value in zip(group, raw, strict=True)

@@ -21,13 +21,13 @@ import numpy as np
 from keras import ops
 
 from keras_wc import companders as companders_lib
-from keras_wc import internals, rebuilding, records, tree
-from keras_wc.layers import wc, wn
-from keras_wc.layers.compander import SharedCompander
-from keras_wc.layers.layouts import RECURRENT_LAYERS, SUPPORTED_LAYERS
+from keras_wc import inplace_saving, internals, rebuilding, tree
+from keras_wc.layers import wc_layers, wn_layers
+from keras_wc.layers.layer_types import RECURRENT_LAYERS, SUPPORTED_LAYERS
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
 from keras_wc.layers.recurrent import kernel_holder
 from keras_wc.layers.reparameterized import KERNEL_NAMES
+from keras_wc.layers.wc_base import SharedCompander
 from keras_wc.validation import learnable_mode, positive_number
 
 logger = logging.getLogger("keras_wc")
@@ -89,7 +89,7 @@ def convert(
     tasks): it keeps its class, its `call`, its config and everything
     holding it, trains with `fit` and saves/loads as `.keras` (when its
     config does not describe the converted layers, its class is wrapped to
-    record them: `keras_wc.records`). Compile it after converting (a
+    record them: `keras_wc.inplace_saving`). Compile it after converting (a
     compiled model's train/predict functions are reset; an optimizer that
     already holds state for the old variables is rebuilt from its config).
     By default the model is copied and the copy converted; a model that
@@ -190,7 +190,7 @@ def convert(
         )
     for node, cls, scales in plan:
         cls.adopt(node.layer, **_with_scales(layer_kwargs, scales))
-    records.sync(target)
+    inplace_saving.sync(target)
     if inplace and plan:
         tree.drop_traced_functions(target)
         _rebuild_optimizer(target)
@@ -453,7 +453,9 @@ def _choose_scales(plan, entries, options):
 
 def _registry(method):
     """Dict from each supported built-in class to its keras_wc class."""
-    module, prefix = (wn, "WN") if method == "wn" else (wc, "WC")
+    module, prefix = (
+        (wn_layers, "WN") if method == "wn" else (wc_layers, "WC")
+    )
     return {
         cls: getattr(module, prefix + cls.__name__) for cls in SUPPORTED_LAYERS
     }
@@ -500,7 +502,7 @@ def _enter(node):
     """Whether `_plan` looks inside a layer: not inside keras_wc layers,
     nor inside a recurrent layer (which stands for its cell)."""
     return not (
-        records.is_reparameterized(node.layer)
+        inplace_saving.is_reparameterized(node.layer)
         or type(node.layer) in RECURRENT_LAYERS
         or isinstance(node.layer, SharedCompander)
     )
@@ -537,7 +539,7 @@ def _decide(layer, node, registry, select):
     """(target class, None) to convert, (None, reason) or (None, None)."""
     if isinstance(layer, SharedCompander):
         return None, None
-    if records.is_reparameterized(layer):
+    if inplace_saving.is_reparameterized(layer):
         return None, f"already reparameterized ({type(layer).__name__})"
     if type(layer) in registry:
         holder = kernel_holder(layer)

@@ -11,9 +11,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_wc import internals, rebuilding, records, tree
-from keras_wc.layers.compander import SharedCompander
-from keras_wc.layers.layouts import (
+from keras_wc import inplace_saving, internals, rebuilding, tree
+from keras_wc.layers.layer_types import (
     KERNEL_LAYERS,
     SUPPORTED_LAYERS,
     layout_of,
@@ -25,6 +24,7 @@ from keras_wc.layers.reparameterized import (
     KERNEL_NAMES,
     ReparameterizedLayer,
 )
+from keras_wc.layers.wc_base import SharedCompander
 
 # The batch-norm stand-in for a mean-only batch norm that cannot be folded
 # into a bias: with moving variance 1 and this epsilon, rsqrt(1 + ε) is
@@ -106,7 +106,7 @@ def fold(model, *, inplace=False):
     def make_layer(layer):
         if isinstance(layer, MeanOnlyBatchNorm):
             return _batch_norm_stand_in(layer)
-        if records.is_reparameterized(layer) or id(layer) in producers:
+        if inplace_saving.is_reparameterized(layer) or id(layer) in producers:
             plain_class = _plain_class(layer)
             config = plain_class.get_config(layer)
             if id(layer) in producers:
@@ -122,7 +122,7 @@ def fold(model, *, inplace=False):
     for old, new in cloner.pairs:
         if isinstance(old, MeanOnlyBatchNorm):
             _fill_batch_norm_stand_in(old, new)
-        elif records.is_reparameterized(old) or id(old) in producers:
+        elif inplace_saving.is_reparameterized(old) or id(old) in producers:
             _fill_kernel_layer(old, new, producers.get(id(old)))
     return folded
 
@@ -130,9 +130,9 @@ def fold(model, *, inplace=False):
 def fold_in_place(layer):
     """Folds every keras_wc layer below `layer` (and `layer` itself), in
     place; see `fold`. Returns `layer`."""
-    if records.is_reparameterized(layer):
+    if inplace_saving.is_reparameterized(layer):
         layer.release()
-    for node in records.reparameterized_nodes(layer):
+    for node in inplace_saving.reparameterized_nodes(layer):
         node.layer.release()
     for node in list(tree.walk(layer)):
         if isinstance(node.layer, MeanOnlyBatchNorm):
@@ -141,8 +141,8 @@ def fold_in_place(layer):
         _to_batch_norm_in_place(layer)
     # Nested models first: a model's record covers its nested ones.
     for node in reversed(list(tree.walk(layer))):
-        records.sync(node.layer)
-    records.sync(layer)
+        inplace_saving.sync(node.layer)
+    inplace_saving.sync(layer)
     tree.drop_traced_functions(layer)
     return layer
 
@@ -159,7 +159,7 @@ def _check_foldable(model):
             type(node.layer) in known
             or tree.is_recorded_model(node.layer)
             or (
-                records.is_reparameterized(node.layer)
+                inplace_saving.is_reparameterized(node.layer)
                 and type(node.layer).__module__.startswith("keras_wc.")
             )
         )
@@ -180,7 +180,7 @@ def _is_keras_wc(cls):
 
 def _plain_class(layer):
     """The built-in class a layer folds to (its own class if not keras_wc)."""
-    if records.is_reparameterized(layer):
+    if inplace_saving.is_reparameterized(layer):
         return plain_parent(type(layer))
     return type(layer)
 

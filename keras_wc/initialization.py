@@ -13,7 +13,7 @@ import numpy as np
 from keras import ops
 
 from keras_wc import backend, tree
-from keras_wc.layers.weight_norm import WeightNormMixin, init_pass
+from keras_wc.layers.wn_base import WeightNormMixin, init_pass
 
 
 def initialize(model, data, *, num_samples=None):

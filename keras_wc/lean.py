@@ -1,6 +1,6 @@
 """The lean path: the fast implementations of keras_wc's operations.
 
-The layers (`keras_wc.layers.compander`, `keras_wc.layers.weight_norm`)
+The layers (`keras_wc.layers.wc_base`, `keras_wc.layers.wn_base`)
 hold the math of each reparameterization (Ψ, Ψ⁻¹, Ψ', the WN formula and
 its data-dependent init) and the optimizers the modified update
 (`keras_wc.optimizers`); what makes a training step fast is here, behind
@@ -20,7 +20,7 @@ one entry point per operation:
   optimizers' `g_w = ∂L/∂v / Ψ'(v)`;
 * `adam_update(compander, a, b, gradient, v, m, s, ...)`: the modified
   Adam's step, in place;
-* `fused_by_xla(owner, key, function, *tensors)`: a step (the modified
+* `xla_in_tf_graph(owner, key, function, *tensors)`: a step (the modified
   optimizers' update of a kernel) as one XLA-compiled function nested in
   TensorFlow's graph.
 
@@ -32,7 +32,7 @@ Each entry point dispatches to one of three implementations:
 * the closed forms in `keras.ops`: custom gradients (Eq. 3 of each paper)
   instead of autodiff's chain, the L2 penalty fused into the function that
   computes the kernel, formulas chosen for the backend and for whether XLA
-  compiles the step (`fused_by_xla`, `after`, `recomputed`);
+  compiles the step (`xla_in_tf_graph`, `ordered_after`, `recomputed`);
 * the fused C kernels (`keras_wc.native`) on PyTorch, for the `arctan`
   compander and integer-α powerprop.
 
@@ -250,7 +250,7 @@ def inner_product(x, y):
     return keras.ops.sum(keras.ops.multiply(x, y))
 
 
-def fused_by_xla(owner, key, function, *tensors):
+def xla_in_tf_graph(owner, key, function, *tensors):
     """`function(*tensors)`, compiled by XLA on TensorFlow in graph mode.
 
     TensorFlow's graph mode (a `tf.function` without `jit_compile`, the
@@ -263,7 +263,7 @@ def fused_by_xla(owner, key, function, *tensors):
     strategy, whose per-device variables a nested XLA function does not
     take) `function` is called as it is.
     """
-    if backend.name() != "tensorflow" or backend.compiled_by_xla(tensors[0]):
+    if backend.name() != "tensorflow" or backend.in_xla_step(tensors[0]):
         return function(*tensors)
     import tensorflow as tf
 
@@ -278,7 +278,7 @@ def fused_by_xla(owner, key, function, *tensors):
     return cache[key](*(tf.convert_to_tensor(t) for t in tensors))
 
 
-def after(value, *reductions):
+def ordered_after(value, *reductions):
     """`value`, made to depend on the scalars `reductions` where XLA
     compiles the step (elsewhere `value` itself).
 
@@ -292,7 +292,7 @@ def after(value, *reductions):
     for a non-finite `r`: then `value` is NaN, as the step that reads `r`
     is already non-finite).
     """
-    if not reductions or not backend.compiled_by_xla(value):
+    if not reductions or not backend.in_xla_step(value):
         return value
     total = reductions[0]
     for reduction in reductions[1:]:
@@ -316,7 +316,7 @@ def recomputed(function, x, value):
     back into one. TensorFlow has no such barrier; elsewhere nothing is
     compiled and `value` is as cheap.
     """
-    if backend.name() != "jax" or not backend.compiled_by_xla(x):
+    if backend.name() != "jax" or not backend.in_xla_step(x):
         return value
     import jax
 
@@ -329,7 +329,7 @@ def norm(x, axes):
     for; XLA fuses the square into the sum by itself). Not PyTorch's
     `vector_norm`: over a leading axis it is ten times slower than the
     square and the sum (14 ms against 1.3 ms on a 2048² kernel)."""
-    if backend.name() == "tensorflow" and not backend.compiled_by_xla(x):
+    if backend.name() == "tensorflow" and not backend.in_xla_step(x):
         import tensorflow as tf
 
         return tf.math.reduce_euclidean_norm(
@@ -360,7 +360,7 @@ def _value(x):
 def _forward(compander, v, a, b):
     """Ψ(v) by the formula fastest where it runs: `f_for_xla` inside an
     XLA-compiled step (the polynomial arctan), `f` elsewhere."""
-    if backend.compiled_by_xla(v) and companders.is_scale_family(
+    if backend.in_xla_step(v) and companders.is_scale_family(
         compander
     ):
         return compander.forward_for_xla(v, a, b)
@@ -397,18 +397,18 @@ def _fixed_forward(compander, v, a, b, l2=None):
         # On TensorFlow's graph mode each pass is one XLA-compiled loop
         # nested in the graph (the polynomial arctan, ~2× TensorFlow's
         # `atan` and its ops one pass each on a 2048² kernel).
-        w = fused_by_xla(compander, "forward", forward, v, a, b)
+        w = xla_in_tf_graph(compander, "forward", forward, v, a, b)
 
         def grad(upstream, upstream_penalty=None):
             if upstream_penalty is None:
-                return fused_by_xla(
+                return xla_in_tf_graph(
                     compander, "backward", backward, upstream, v, a, b
                 )
             # Ψ(v) recomputed where XLA fuses it into the update: the
             # forward's Ψ(v) kept for this term would be alive with
             # ∂L/∂Ψ(v), a second kernel-sized temporary per layer.
             again = recomputed(lambda v: forward(v, a, b), v, w)
-            return fused_by_xla(
+            return xla_in_tf_graph(
                 compander,
                 ("penalized backward", l2),
                 penalized_backward,
@@ -476,7 +476,7 @@ def _learnable_forward(compander, v, a, b):
             grad_v = upstream * compander.derivative(v, a, b)
             grad_a = inner_product(upstream, w) / a
             grad_b = -inner_product(grad_v, v) / b
-            return after(grad_v, grad_a, grad_b), grad_a, grad_b
+            return ordered_after(grad_v, grad_a, grad_b), grad_a, grad_b
 
         return w, grad
 
@@ -499,7 +499,7 @@ def _learnable_direction(compander, v, b):
         def grad(upstream):
             grad_v = upstream * compander.derivative(v, 1.0, b)
             grad_b = -inner_product(grad_v, v) / b
-            return after(grad_v, grad_b), grad_b
+            return ordered_after(grad_v, grad_b), grad_b
 
         return _forward(compander, v, 1.0, b), grad
 

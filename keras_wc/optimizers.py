@@ -401,7 +401,7 @@ class ModifiedOptimizerMixin:
                 self.assign_sub(variable, decay)
 
         # On TensorFlow's graph mode, the step's ops fused into one loop.
-        lean.fused_by_xla(
+        lean.xla_in_tf_graph(
             self,
             internals.optimizer_key(self, variable),
             modified_step,

@@ -15,8 +15,8 @@ import tempfile
 
 import keras
 
-from keras_wc import internals, records, tree
-from keras_wc.layers.compander import CompanderMixin, SharedCompander
+from keras_wc import inplace_saving, internals, tree
+from keras_wc.layers.wc_base import CompanderMixin, SharedCompander
 
 
 class Cloner:
@@ -49,7 +49,7 @@ class Cloner:
                     if isinstance(layer, keras.Sequential)
                     else self._clone_functional(layer)
                 )
-                records.sync(new)
+                inplace_saving.sync(new)
             elif key in self._drop or not isinstance(layer, keras.Layer):
                 # A dropped layer is never called (`_call` forwards its
                 # input); an operation such as `keras.ops.cast` is stateless.
@@ -116,8 +116,8 @@ class LayerCopier:
     """Structural copies of leaf layers, for `Cloner`.
 
     A copy has the class and config of the original, the same
-    reparameterized sublayers (replayed from `keras_wc.records`), the same
-    weights, and is built. WC layers sharing one `SharedCompander` (coarse
+    reparameterized sublayers (replayed from `keras_wc.inplace_saving`), the
+    same weights, and is built. WC layers sharing one `SharedCompander` (coarse
     WC) share one copy of it.
     """
 
@@ -151,7 +151,9 @@ class LayerCopier:
             with _name_scopes(_scope_of(layer)):
                 new.build_from_config(build_config)
             new.built = True
-        records.replay(new, records.record(layer), shared=self._shared)
+        inplace_saving.replay(
+            new, inplace_saving.record(layer), shared=self._shared
+        )
         if layer.built:
             copy_weights(layer, new)
         return new
@@ -211,7 +213,7 @@ def copy_model(model):
     any other model (subclassed, keras-hub backbones and tasks) goes through
     a `.keras` file in a temporary directory, i.e. its own `get_config` /
     `from_config` and Keras's saving, which keeps its class, its
-    reparameterized layers (`keras_wc.records`) and every variable.
+    reparameterized layers (`keras_wc.inplace_saving`) and every variable.
 
     Raises:
         ValueError: the model cannot be rebuilt from its config (e.g. a

@@ -12,7 +12,7 @@ layer once, with two paths:
   (`"transformer_layer_0/self_attention_layer/query"`), for people;
 * `index`: the positions among each parent's sublayers, which Keras
   creates in the same order whenever it builds the same model from the same
-  config, for `keras_wc.records` to find a layer again after loading.
+  config, for `keras_wc.inplace_saving` to find a layer again after loading.
 
 `described` tells whether the root's config describes the layer, i.e.
 whether rebuilding the root from its config rebuilds the layer with its
@@ -155,13 +155,13 @@ def at_path(root, path):
 
 def plain_class(layer):
     """The class of `layer`, or, for a model whose class keras_wc wrapped
-    to record its reparameterization (`keras_wc.records`), the class it
+    to record its reparameterization (`keras_wc.inplace_saving`), the class it
     wraps."""
     return getattr(type(layer), "_keras_wc_plain_class", type(layer))
 
 
 def is_recorded_model(layer):
-    """Whether `layer` is a model wrapped by `keras_wc.records`."""
+    """Whether `layer` is a model wrapped by `keras_wc.inplace_saving`."""
     return hasattr(type(layer), "_keras_wc_plain_class")
 
 

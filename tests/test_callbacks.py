@@ -11,7 +11,7 @@ import pytest
 import keras_wc
 from bench import reach
 from keras_wc import callbacks, tree
-from keras_wc.layers.compander import SharedCompander
+from keras_wc.layers.wc_base import SharedCompander
 
 PAPER = (100, 93, 84, 69, 50, 31, 16, 7, 0)
 

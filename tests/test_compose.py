@@ -113,7 +113,7 @@ def test_lora_adapts_the_effective_kernel_with_plain_loras_parameters(
         np.asarray(layer.kernel), base + 2.0 * (a @ b), rtol=1e-5, atol=1e-6
     )
     # The trainable parameters are those of plain LoRA on the parent.
-    parent = keras_wc.layers.layouts.plain_parent(type(layer))
+    parent = keras_wc.layers.layer_types.plain_parent(type(layer))
     own = layer.reparameterization_config()
     twin = parent.from_config(
         {
@@ -168,7 +168,7 @@ def test_lora_adapts_the_effective_kernel_with_plain_loras_parameters(
 )
 def test_no_enable_lora_where_the_parent_has_none(make):
     layer = make()
-    parent = keras_wc.layers.layouts.plain_parent(type(layer))
+    parent = keras_wc.layers.layer_types.plain_parent(type(layer))
     assert not hasattr(parent, "enable_lora")
     assert not hasattr(layer, "enable_lora")
 

@@ -12,12 +12,12 @@ from architectures import leaf_layers
 from keras_wc import companders
 from keras_wc.conversion import convert
 from keras_wc.initialization import initialize
-from keras_wc.layers import wc, wn
-from keras_wc.layers.compander import SharedCompander
-from keras_wc.layers.layouts import SUPPORTED_LAYERS
+from keras_wc.layers import wc_layers, wn_layers
+from keras_wc.layers.layer_types import SUPPORTED_LAYERS
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
 from keras_wc.layers.recurrent import RecurrentMixin
 from keras_wc.layers.reparameterized import ReparameterizedLayer
+from keras_wc.layers.wc_base import SharedCompander
 
 METHODS = ("wc", "pp", "wn")
 PREFIX = {"wc": "WC", "pp": "WC", "wn": "WN"}
@@ -86,7 +86,7 @@ def test_convert_replaces_exactly_the_kernel_layers(plain, name, method):
 
 def test_every_supported_layer_has_a_wc_and_a_wn_class():
     for cls in SUPPORTED_LAYERS:
-        for module, prefix in ((wc, "WC"), (wn, "WN")):
+        for module, prefix in ((wc_layers, "WC"), (wn_layers, "WN")):
             target = getattr(module, prefix + cls.__name__)
             assert issubclass(target, cls)
             assert issubclass(target, (ReparameterizedLayer, RecurrentMixin))
@@ -112,7 +112,7 @@ def test_wc_raw_variable_is_the_inverse_of_the_kernel():
     kernel = rng.uniform(-1.2, 1.2, (4, 3)).astype("float32")
     model = _dense_model([kernel])
     layer = convert(model, a=0.9, b=0.7).layers[0]
-    assert isinstance(layer, wc.WCDense)
+    assert isinstance(layer, wc_layers.WCDense)
     np.testing.assert_allclose(
         np.array(layer.v), 0.7 * np.tan(kernel / 0.9), rtol=1e-5
     )
@@ -160,7 +160,7 @@ def test_nested_models_are_converted_at_every_depth():
     model = architectures.build("nested")
     converted, report = convert(model, return_report=True)
     inner = converted.get_layer("block").get_layer("inner")
-    assert isinstance(inner.get_layer("conv"), wc.WCConv2D)
+    assert isinstance(inner.get_layer("conv"), wc_layers.WCConv2D)
     assert [e.path for e in report.converted] == [
         "stem",
         "block/inner/conv",
@@ -173,7 +173,7 @@ def test_shared_layers_stay_shared():
     model = architectures.build("shared")
     converted = convert(model)
     projection = converted.get_layer("projection")
-    assert isinstance(projection, wc.WCDense)
+    assert isinstance(projection, wc_layers.WCDense)
     calls = {
         entry["name"]: len(entry["inbound_nodes"])
         for entry in converted.get_config()["layers"]
@@ -364,7 +364,7 @@ def test_report_is_a_table_and_is_logged(caplog):
     assert (report.kernels, report.converted_kernels) == (2, 1)
     assert text in caplog.text
     assert report.options["a"] == 2.0
-    assert report.converted[0].target is wc.WCDense
+    assert report.converted[0].target is wc_layers.WCDense
 
 
 def test_out_of_range_kernel_reports_the_smallest_a():
@@ -464,7 +464,7 @@ def test_a_model_that_cannot_be_copied_asks_for_inplace():
         convert(model)
     assert type(model.dense) is keras.layers.Dense
     assert convert(model, inplace=True) is model
-    assert type(model.dense) is wc.WCDense
+    assert type(model.dense) is wc_layers.WCDense
     np.testing.assert_allclose(model(x), expected, rtol=1e-6, atol=1e-7)
 
 

@@ -24,7 +24,7 @@ import pytest
 import keras_wc
 from keras_wc import tree
 from keras_wc.layers.reparameterized import ReparameterizedLayer
-from keras_wc.layers.weight_norm import unit_axes
+from keras_wc.layers.wn_base import unit_axes
 
 pytestmark = pytest.mark.backends(
     "jax", reason="keras.distribution lays out variables on JAX only"

@@ -15,7 +15,7 @@ from architectures import leaf_layers
 
 from keras_wc.conversion import convert
 from keras_wc.folding import fold
-from keras_wc.layers import wc
+from keras_wc.layers import wc_layers
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
 
 L = keras.layers
@@ -328,7 +328,7 @@ def test_keras_wc_layers_inside_a_custom_layer_are_folded(tmp_path):
     class Block(L.Layer):  # builds a keras_wc layer in its own code
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.dense = wc.WCDense(3, a=1.0, b=0.6)
+            self.dense = wc_layers.WCDense(3, a=1.0, b=0.6)
 
         def build(self, input_shape):
             self.dense.build(input_shape)
@@ -343,7 +343,7 @@ def test_keras_wc_layers_inside_a_custom_layer_are_folded(tmp_path):
     folded = fold(model)
     block = folded.get_layer("block")
     assert type(block.dense) is keras.layers.Dense
-    assert isinstance(model.get_layer("block").dense, wc.WCDense)
+    assert isinstance(model.get_layer("block").dense, wc_layers.WCDense)
     np.testing.assert_allclose(folded(inputs), expected, rtol=1e-6)
     # Block's code builds a WCDense again when loading: the folded model
     # records that its Dense was released, and loads as it was saved.
@@ -381,7 +381,7 @@ def test_convert_and_fold_in_place(name, method, tmp_path):
 
 def test_a_non_model_raises():
     with pytest.raises(TypeError, match=r"`keras_wc.fold` expects"):
-        fold(wc.WCDense(2))
+        fold(wc_layers.WCDense(2))
 
 
 def test_an_unbuilt_model_raises():

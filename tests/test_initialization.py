@@ -11,10 +11,10 @@ from backend_utils import BACKEND, data_parallel
 from layer_harness import mirrored_strategy
 
 from keras_wc.initialization import initialize
-from keras_wc.layers import wn
-from keras_wc.layers.layouts import LAYER_TYPES
+from keras_wc.layers import wn_layers
+from keras_wc.layers.layer_types import LAYER_TYPES
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
-from keras_wc.layers.weight_norm import WeightNormMixin
+from keras_wc.layers.wn_base import WeightNormMixin
 
 # Float32 error of per-channel moments over a few hundred values.
 ATOL = 1e-5
@@ -53,18 +53,18 @@ def _stack(inputs, blocks, mobn, init_scale, data_init=True):
 
 def _dense_model(mobn, init_scale, data_init=True):
     blocks = [
-        lambda **kw: wn.WNDense(16, **kw),
-        lambda **kw: wn.WNDense(12, **kw),
-        lambda **kw: wn.WNDense(6, **kw),
+        lambda **kw: wn_layers.WNDense(16, **kw),
+        lambda **kw: wn_layers.WNDense(12, **kw),
+        lambda **kw: wn_layers.WNDense(6, **kw),
     ]
     return _stack(keras.Input((10,)), blocks, mobn, init_scale, data_init)
 
 
 def _conv_model(mobn, init_scale, data_init=True):
     blocks = [
-        lambda **kw: wn.WNConv2D(8, 3, padding="same", **kw),
-        lambda **kw: wn.WNConv2D(8, 3, **kw),
-        lambda **kw: wn.WNDense(5, **kw),
+        lambda **kw: wn_layers.WNConv2D(8, 3, padding="same", **kw),
+        lambda **kw: wn_layers.WNConv2D(8, 3, **kw),
+        lambda **kw: wn_layers.WNDense(5, **kw),
     ]
     return _stack(keras.Input((6, 6, 3)), blocks, mobn, init_scale, data_init)
 
@@ -118,7 +118,7 @@ def test_mean_only_batch_norm_model_keeps_moving_means_and_has_no_bias():
 # implicit unit axes.
 LAYER_CASES = [
     (
-        wn.CLASSES["WN" + row.parent.__name__],
+        wn_layers.CLASSES["WN" + row.parent.__name__],
         row.case.kwargs,
         (32, *row.case.input_shape[1:]),
         (len(row.case.output_shape) - 1,),
@@ -127,13 +127,13 @@ LAYER_CASES = [
     if row.data_init is not None
 ] + [
     (
-        wn.WNEinsumDense,
+        wn_layers.WNEinsumDense,
         {"equation": "abc,bcd->abd", "output_shape": (4, 5), "bias_axes": "bd"},
         (64, 4, 3),
         (1, 2),
     ),
     (
-        wn.WNEinsumDense,
+        wn_layers.WNEinsumDense,
         {"equation": "...c,cd->...d", "output_shape": 5, "bias_axes": "d"},
         (32, 3, 3),
         (2,),
@@ -171,7 +171,7 @@ def test_channels_first_statistics_are_per_channel():
     # Without bias: channels-first convolutions are broken on CPU upstream
     # (keras-team/keras#23650); with Keras 3.15 / TF 2.21 a plain Conv2D or
     # Conv3D adds bias[0] to every channel.
-    layer = wn.WNConv3D(
+    layer = wn_layers.WNConv3D(
         3, 2, data_format="channels_first", use_bias=False, init_scale=0.5
     )
     x = _data((16, 2, 4, 4, 4))
@@ -184,7 +184,7 @@ def test_channels_first_statistics_are_per_channel():
 def test_uses_the_normalized_direction_not_v():
     """tfa computed the statistics with v instead of v/‖v‖ (std 1/‖v‖)."""
     x = _data((256, 8))
-    layer = wn.WNDense(
+    layer = wn_layers.WNDense(
         4, kernel_initializer=keras.initializers.RandomNormal(stddev=3.0)
     )
     layer(x)
@@ -199,7 +199,7 @@ def test_uses_the_normalized_direction_not_v():
 
 def test_log_scale_initialization_sets_s():
     x = _data((128, 6))
-    layer = wn.WNDense(3, log_scale=True, init_scale=0.5)
+    layer = wn_layers.WNDense(3, log_scale=True, init_scale=0.5)
     layer(x)
     initialize(layer, x)
     t = np.asarray(x @ (np.asarray(layer.v) / np.linalg.norm(layer.v, axis=0)))
@@ -397,7 +397,7 @@ def test_data_parallel_initialization_equals_single_device():
 
 def test_dead_units_get_a_finite_documented_init():
     x = _data((64, 4))
-    layer = wn.WNDense(3, init_scale=0.5)
+    layer = wn_layers.WNDense(3, init_scale=0.5)
     layer(x)
     v = np.array(layer.v)
     v[:, 0] = 0.0  # unit 0 outputs t = 0 for every sample
@@ -411,7 +411,7 @@ def test_dead_units_get_a_finite_documented_init():
     np.testing.assert_allclose(y[:, 1:].std(axis=0), 0.5, atol=ATOL)
     # Constant inputs: every unit is dead, outputs 0 and stays finite.
     constant = np.tile(x[:1], (16, 1))
-    layer = wn.WNDense(3, init_scale=0.5)
+    layer = wn_layers.WNDense(3, init_scale=0.5)
     layer(constant)
     initialize(layer, constant)
     np.testing.assert_allclose(np.asarray(layer.g), 0.5)
@@ -451,20 +451,24 @@ def test_dataset_without_num_samples_uses_the_first_batch():
 def test_nested_shared_and_subclassed_models():
     x = _data((64, 10))
     inner = keras.Sequential(
-        [keras.Input((10,)), wn.WNDense(10, name="inner"), keras.layers.ReLU()]
+        [
+            keras.Input((10,)),
+            wn_layers.WNDense(10, name="inner"),
+            keras.layers.ReLU(),
+        ]
     )
-    shared = wn.WNDense(8, name="shared")
+    shared = wn_layers.WNDense(8, name="shared")
     a, b = keras.Input((10,)), keras.Input((10,))
     merged = keras.layers.Concatenate()([shared(a), shared(inner(b))])
-    model = keras.Model([a, b], wn.WNDense(3, name="head")(merged))
+    model = keras.Model([a, b], wn_layers.WNDense(3, name="head")(merged))
     names = initialize(model, [x, x[::-1].copy()])
     assert sorted(names) == ["head", "inner", "shared"]
 
     class Subclassed(keras.Model):
         def __init__(self):
             super().__init__()
-            self.first = wn.WNConv1D(4, 3, activation="relu")
-            self.second = wn.WNDense(2)
+            self.first = wn_layers.WNConv1D(4, 3, activation="relu")
+            self.second = wn_layers.WNDense(2)
 
         def call(self, inputs):
             return self.second(self.first(inputs))
@@ -479,7 +483,7 @@ def test_nested_shared_and_subclassed_models():
 
 def test_unbuilt_sequential_model():
     model = keras.Sequential(
-        [wn.WNConv1D(4, 3, activation="relu"), wn.WNConv1D(2, 3)]
+        [wn_layers.WNConv1D(4, 3, activation="relu"), wn_layers.WNConv1D(2, 3)]
     )
     x = _data((16, 9, 2))
     assert len(initialize(model, x)) == 2
@@ -492,7 +496,7 @@ def test_a_failed_pass_restores_every_variable():
     class Failing(keras.Model):
         def __init__(self):
             super().__init__()
-            self.first = wn.WNDense(4)
+            self.first = wn_layers.WNDense(4)
 
         def call(self, inputs):
             self.first(inputs)
@@ -613,9 +617,9 @@ def test_a_pass_that_turns_non_finite_inside_is_undone(use_bias):
     model = keras.Sequential(
         [
             keras.Input((10,)),
-            wn.WNDense(8, name="first"),
+            wn_layers.WNDense(8, name="first"),
             keras.layers.Lambda(lambda t: t * 1e38, name="overflow"),
-            wn.WNDense(4, use_bias=use_bias, name="second"),
+            wn_layers.WNDense(4, use_bias=use_bias, name="second"),
         ]
     )
     before = _weights(model)
@@ -640,8 +644,8 @@ def test_a_pass_that_turns_non_finite_inside_is_undone(use_bias):
 def test_multi_input_batches_are_checked_before_the_pass(data, match):
     a = keras.Input((3,), name="a")
     b = keras.Input((7,), name="b")
-    merged = keras.layers.Concatenate()([wn.WNDense(2)(a), b])
-    model = keras.Model([a, b], wn.WNDense(2)(merged))
+    merged = keras.layers.Concatenate()([wn_layers.WNDense(2)(a), b])
+    model = keras.Model([a, b], wn_layers.WNDense(2)(merged))
     x = {"a": _data((16, 10))[:, :3], "b": _data((16, 10))[:, 3:]}
     with pytest.raises(ValueError, match=match):
         initialize(model, data(_data((16, 10))))

@@ -395,12 +395,12 @@ def test_fused_by_xla_runs_the_function_compiled_in_graph_mode():
     seen = []
 
     def function(t):
-        seen.append(backend.compiled_by_xla(t))
+        seen.append(backend.in_xla_step(t))
         return t * 2.0
 
     owner = type("Owner", (), {})()
     t = tf.constant([1.0, 2.0])
-    assert float(lean.fused_by_xla(owner, "k", function, t)[1]) == 4.0
-    graph = tf.function(lambda t: lean.fused_by_xla(owner, "k", function, t))
+    assert float(lean.xla_in_tf_graph(owner, "k", function, t)[1]) == 4.0
+    graph = tf.function(lambda t: lean.xla_in_tf_graph(owner, "k", function, t))
     assert float(graph(t)[0]) == 2.0
     assert seen == [False, True]  # eagerly as it is; in a graph, by XLA

@@ -15,8 +15,8 @@ from backend_utils import BACKEND, apply_gradients, gradients, total_loss
 import keras_wc
 from bench import reach
 from bench.reach import relative
-from keras_wc import records, tree
-from keras_wc.layers import wc, wn
+from keras_wc import inplace_saving, tree
+from keras_wc.layers import wc_layers, wn_layers
 from keras_wc.layers.reparameterized import ReparameterizedLayer
 
 L = keras.layers
@@ -348,7 +348,7 @@ def test_keras_hub_task_around_a_converted_backbone(tmp_path):
     loaded = round_trip(task, x, tmp_path)
     query = loaded.backbone.get_layer("transformer_layer_0")
     assert isinstance(
-        query._self_attention_layer._query_dense, wc.WCEinsumDense
+        query._self_attention_layer._query_dense, wc_layers.WCEinsumDense
     )
     folded = keras_wc.fold(task)
     assert keras_wc_layers(folded) == []
@@ -421,7 +421,7 @@ def test_a_failed_in_place_conversion_changes_nothing():
     with pytest.raises(ValueError, match="smallest `a` that works"):
         keras_wc.convert(model, inplace=True, a=0.01)
     assert keras_wc_layers(model) == []
-    assert not records.needs_record(model)
+    assert not inplace_saving.needs_record(model)
     for old, new in zip(before, model.weights, strict=True):
         np.testing.assert_array_equal(old, np.asarray(new))
 
@@ -437,7 +437,7 @@ def test_tfa_style_weight_normalization(tmp_path):
     h = L.GlobalAveragePooling1D()(h)
     logits = keras_wc.WeightNormalization(L.Dense(2, name="logits"))(h)
     model = keras.Model(signal, logits)
-    assert type(model.get_layer("conv")) is wn.WNConv1D
+    assert type(model.get_layer("conv")) is wn_layers.WNConv1D
     x = np.random.default_rng(5).standard_normal((64, 32, 1)).astype("f4")
     model.compile(optimizer="adam", loss="mse")
     with pytest.raises(RuntimeError, match=r"keras_wc.initialize\(model, x\)"):

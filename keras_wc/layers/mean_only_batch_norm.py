@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_wc import backend
-from keras_wc.layers.weight_norm import in_init_pass
+from keras_wc.layers.wn_base import in_init_pass
 
 
 def _get(module, name, identifier, owner):

@@ -13,7 +13,7 @@ loop over time steps (`ReparameterizedLayer.call_scope`): the cell reads
 """
 
 from keras_wc import internals
-from keras_wc.layers.layouts import RECURRENT_LAYERS, plain_parent
+from keras_wc.layers.layer_types import RECURRENT_LAYERS, plain_parent
 from keras_wc.layers.reparameterized import check_adoptable, mark_change
 
 

@@ -52,7 +52,7 @@ import numpy as np
 from keras import ops
 
 from keras_wc import internals, sharding
-from keras_wc.layers.layouts import layout_of, plain_parent
+from keras_wc.layers.layer_types import layout_of, plain_parent
 
 KERNEL_NAMES = (
     "kernel",
@@ -192,7 +192,7 @@ class ReparameterizedLayer:
     * `_build_reparameterization()`: the variables created after the
       parent's `build` (e.g. learnable `a, b`);
     * `_effective_kernel(name)`: the effective kernel as a float32 tensor;
-    * `_raw_values(name, value)`: the raw variables' values giving the
+    * `_right_inverse(name, value)`: the raw variables' values giving the
       effective kernel `value` (the right inverse); raises `ValueError` for
       a value the reparameterization cannot represent.
     """
@@ -514,7 +514,7 @@ class ReparameterizedLayer:
     def _effective_kernel(self, name):
         raise NotImplementedError
 
-    def _raw_values(self, name, value):
+    def _right_inverse(self, name, value):
         """The raw values (one array per variable of the kernel's group)
         giving the effective kernel `value`, for this layer as it is now."""
         raise NotImplementedError
@@ -542,7 +542,7 @@ class ReparameterizedLayer:
                 f"Received: value with shape {tuple(value.shape)}"
             )
         value = np.asarray(ops.convert_to_numpy(value), "float32")
-        raw = self._raw_values(name, value)
+        raw = self._right_inverse(name, value)
         for variable, new in zip(self._raw_groups[name], raw, strict=True):
             variable.assign(np.reshape(new, variable.shape))
 
@@ -690,7 +690,7 @@ class ReparameterizedLayer:
                     value = np.asarray(
                         ops.convert_to_numpy(variable), "float32"
                     )
-                    raw[name] = cls._raw_values_for(
+                    raw[name] = cls._right_inverse_for(
                         layer, options, name, value
                     )
         lora = _lora_variables(layer)
@@ -729,7 +729,7 @@ class ReparameterizedLayer:
         return layer
 
     @classmethod
-    def _raw_values_for(cls, layer, options, name, value):
+    def _right_inverse_for(cls, layer, options, name, value):
         """The raw values giving the effective kernel `value` for a layer
         with `options` (`layer` may still be the plain layer); raises
         `ValueError` for a value the reparameterization cannot represent."""
@@ -816,7 +816,8 @@ def check_adoptable(cls, layer):
 
 # How a layer differs from what its own class or config builds, when it was
 # changed in place: "adopted" (built plain, now reparameterized) or
-# "released" (built reparameterized, now plain). `keras_wc.records` reads it.
+# "released" (built reparameterized, now plain). `keras_wc.inplace_saving`
+# reads it.
 CHANGE = "_keras_wc_change"
 
 

@@ -11,7 +11,7 @@ gradient.
 
 A layer takes this path only when the `call` its mixin would defer to is
 Keras's own for a layer type whose row in the table of layer types has
-`scaled` ops (`keras_wc.layers.layouts`), so that a subclass with a `call`
+`scaled` ops (`keras_wc.layers.layer_types`), so that a subclass with a `call`
 of its own keeps it, and when its output is smaller than its kernel
 (`output_is_smaller`).
 """
@@ -20,7 +20,7 @@ import math
 
 from keras import ops
 
-from keras_wc.layers.layouts import layout_of
+from keras_wc.layers.layer_types import layout_of
 
 
 def parent_call(cls, mixin):

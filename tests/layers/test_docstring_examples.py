@@ -6,12 +6,12 @@ import keras
 import pytest
 
 import keras_wc
-from keras_wc.layers import wc, wn
-from keras_wc.layers.layouts import is_public
+from keras_wc.layers import wc_layers, wn_layers
+from keras_wc.layers.layer_types import is_public
 
 CLASSES = [
     cls
-    for module in (wc, wn)
+    for module in (wc_layers, wn_layers)
     for cls in module.CLASSES.values()
     if is_public(cls)
 ]
@@ -23,7 +23,7 @@ def test_every_layer_class_is_covered():
 
 
 def test_a_cell_keras_does_not_export_is_documented_but_not_exported():
-    for cls in (wc.WCConvLSTMCell, wn.WNConvLSTMCell):
+    for cls in (wc_layers.WCConvLSTMCell, wn_layers.WNConvLSTMCell):
         assert not is_public(cls)
         assert "ConvLSTM1D" in cls.__doc__
         assert not hasattr(keras_wc, cls.__name__)

@@ -16,7 +16,7 @@ from scipy import special
 
 import keras_wc
 from keras_wc import backend, companders, lean
-from keras_wc.layers.weight_norm import WeightNormMixin
+from keras_wc.layers.wn_base import WeightNormMixin
 from keras_wc.lean import reference_path
 
 
@@ -68,8 +68,8 @@ def test_compiled_by_xla_tells_compiled_steps_apart():
     if BACKEND == "jax":
         import jax
 
-        seen["eager"] = backend.compiled_by_xla(np.float32(1.0))
-        jax.jit(lambda t: seen.setdefault("jit", backend.compiled_by_xla(t)))(
+        seen["eager"] = backend.in_xla_step(np.float32(1.0))
+        jax.jit(lambda t: seen.setdefault("jit", backend.in_xla_step(t)))(
             np.float32(1.0)
         )
         assert seen == {"eager": False, "jit": True}
@@ -78,20 +78,20 @@ def test_compiled_by_xla_tells_compiled_steps_apart():
 
         def probe(key):
             def function(t):
-                seen[key] = backend.compiled_by_xla(t)
+                seen[key] = backend.in_xla_step(t)
                 return t
 
             return function
 
         t = tf.constant(1.0)
-        seen["eager"] = backend.compiled_by_xla(t)
+        seen["eager"] = backend.in_xla_step(t)
         tf.function(probe("graph"))(t)
         tf.function(probe("xla"), jit_compile=True)(t)
         assert seen == {"eager": False, "graph": False, "xla": True}
     else:
         import torch
 
-        assert not backend.compiled_by_xla(torch.ones(2))
+        assert not backend.in_xla_step(torch.ones(2))
 
 
 @pytest.mark.parametrize("name,a,b", [("arctan", 1.3, 0.6), ("erf", 1, 1)])

@@ -7,7 +7,7 @@ from backend_utils import data_parallel, gradients
 from layer_harness import mirrored_strategy, run_layer_test
 
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
-from keras_wc.layers.weight_norm import init_pass
+from keras_wc.layers.wn_base import init_pass
 
 
 def _x(shape, seed=0, offset=2.0):

@@ -7,17 +7,17 @@ import pytest
 from layer_harness import randomize_variables, run_layer_test
 
 import keras_wc
-from keras_wc.layers import wc, wn
+from keras_wc.layers import wc_layers, wn_layers
 
 L = keras.layers
 # (keras_wc class, plain class, number of gates)
 RNNS = [
-    (wc.WCLSTM, L.LSTM, 4),
-    (wc.WCGRU, L.GRU, 3),
-    (wc.WCSimpleRNN, L.SimpleRNN, 1),
-    (wn.WNLSTM, L.LSTM, 4),
-    (wn.WNGRU, L.GRU, 3),
-    (wn.WNSimpleRNN, L.SimpleRNN, 1),
+    (wc_layers.WCLSTM, L.LSTM, 4),
+    (wc_layers.WCGRU, L.GRU, 3),
+    (wc_layers.WCSimpleRNN, L.SimpleRNN, 1),
+    (wn_layers.WNLSTM, L.LSTM, 4),
+    (wn_layers.WNGRU, L.GRU, 3),
+    (wn_layers.WNSimpleRNN, L.SimpleRNN, 1),
 ]
 IDS = [case[0].__name__ for case in RNNS]
 WC_OPTIONS = {"a": 1.0, "b": 0.6}
@@ -44,7 +44,9 @@ def test_layer_harness(cls, plain, gates):
     )
 
 
-@pytest.mark.parametrize("cls", [wc.WCLSTM, wc.WCGRU], ids=["LSTM", "GRU"])
+@pytest.mark.parametrize(
+    "cls", [wc_layers.WCLSTM, wc_layers.WCGRU], ids=["LSTM", "GRU"]
+)
 def test_layer_harness_learnable(cls):
     run_layer_test(
         cls,
@@ -94,7 +96,7 @@ def test_kernels_and_outputs_match_numpy_and_the_plain_layer(cls, plain, gates):
 
 @pytest.mark.parametrize("implementation", [1, 2])
 def test_kernels_are_computed_once_per_call(implementation, monkeypatch):
-    layer = wc.WCLSTM(3, implementation=implementation, a=1.0)
+    layer = wc_layers.WCLSTM(3, implementation=implementation, a=1.0)
     x = _x((2, 7, 4))
     layer(x)
     calls = []
@@ -112,7 +114,7 @@ def test_kernels_are_computed_once_per_call(implementation, monkeypatch):
 
 def test_weight_decay_of_a_cell_acts_on_the_effective_kernels():
     reg = keras.regularizers.L2(0.01)
-    layer = wc.WCLSTM(
+    layer = wc_layers.WCLSTM(
         3, a=1.0, b=0.6, kernel_regularizer=reg, recurrent_regularizer=reg
     )
     layer(_x())
@@ -127,7 +129,7 @@ def test_weight_decay_of_a_cell_acts_on_the_effective_kernels():
 
 def test_a_generic_rnn_with_a_keras_wc_cell():
     x = _x()
-    cell = wc.WCGRUCell(3, a=1.0, b=0.6)
+    cell = wc_layers.WCGRUCell(3, a=1.0, b=0.6)
     model = keras.Sequential([keras.Input((5, 4)), L.RNN(cell)])
     y = model(x)
     twin = L.RNN(L.GRUCell(3))
@@ -143,10 +145,10 @@ def test_a_generic_rnn_with_a_keras_wc_cell():
 
 
 def test_wn_recurrent_layers_have_no_data_init():
-    assert wn.WNLSTM(3).get_config()["data_init"] is False
+    assert wn_layers.WNLSTM(3).get_config()["data_init"] is False
     with pytest.raises(ValueError, match="recurrent layers have no data-"):
-        wn.WNGRU(3, data_init=True)
-    model = keras.Sequential([keras.Input((5, 4)), wn.WNLSTM(3)])
+        wn_layers.WNGRU(3, data_init=True)
+    model = keras.Sequential([keras.Input((5, 4)), wn_layers.WNLSTM(3)])
     assert keras_wc.initialize(model, _x()) == []
     model.compile("sgd", "mse")
     model.fit(_x(), np.zeros((3, 3)), verbose=0)
@@ -183,7 +185,7 @@ CONV_LSTMS = [
 ]
 CONV_LSTM_CASES = [
     (module.CLASSES[prefix + plain.__name__], plain, shape)
-    for module, prefix in ((wc, "WC"), (wn, "WN"))
+    for module, prefix in ((wc_layers, "WC"), (wn_layers, "WN"))
     for plain, shape in CONV_LSTMS
 ]
 
@@ -233,7 +235,9 @@ def test_conv_lstm_kernels_and_outputs_match_numpy_and_the_plain_layer(
     np.testing.assert_allclose(layer(x), twin(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("cls", [wc.WCConvLSTM2D, wn.WNConvLSTM2D])
+@pytest.mark.parametrize(
+    "cls", [wc_layers.WCConvLSTM2D, wn_layers.WNConvLSTM2D]
+)
 def test_conv_lstm_layer_harness(cls):
     run_layer_test(
         cls,
@@ -241,7 +245,9 @@ def test_conv_lstm_layer_harness(cls):
         (2, 3, 4, 4, 2),
         (2, 3, 3, 2),
         # v, recurrent_v, bias (+ g, recurrent_g for WN)
-        expected_num_trainable_weights=5 if cls is wn.WNConvLSTM2D else 3,
+        expected_num_trainable_weights=(
+            5 if cls is wn_layers.WNConvLSTM2D else 3
+        ),
     )
 
 

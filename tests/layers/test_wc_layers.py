@@ -3,14 +3,14 @@
 import pytest
 from layer_harness import run_layer_test
 
-from keras_wc.layers import wc
-from keras_wc.layers.layouts import LAYER_TYPES
+from keras_wc.layers import wc_layers
+from keras_wc.layers.layer_types import LAYER_TYPES
 
 # (class, constructor arguments, input shape, output shape, kernels): the
 # test case of each row of the table of layer types.
 CASES = [
     (
-        wc.CLASSES["WC" + row.parent.__name__],
+        wc_layers.CLASSES["WC" + row.parent.__name__],
         row.case.kwargs,
         row.case.input_shape,
         row.case.output_shape,

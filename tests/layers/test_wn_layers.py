@@ -6,8 +6,8 @@ import pytest
 from backend_utils import gradients
 from layer_harness import randomize_variables, run_layer_test
 
-from keras_wc.layers import wn
-from keras_wc.layers.layouts import LAYER_TYPES
+from keras_wc.layers import wn_layers
+from keras_wc.layers.layer_types import LAYER_TYPES
 
 # (class, constructor arguments, input shape, output shape,
 #  {kernel name: the axes its norm is taken over}): the test case of each
@@ -15,7 +15,7 @@ from keras_wc.layers.layouts import LAYER_TYPES
 # from each Keras kernel layout.
 CASES = [
     (
-        wn.CLASSES["WN" + row.parent.__name__],
+        wn_layers.CLASSES["WN" + row.parent.__name__],
         row.case.kwargs,
         row.case.input_shape,
         row.case.output_shape,
@@ -137,9 +137,9 @@ def test_default_init_is_function_preserving(
 @pytest.mark.parametrize(
     "wn_cls,plain_cls,kwargs,in_shape",
     [
-        (wn.WNDense, keras.layers.Dense, {"units": 4}, (3, 6)),
+        (wn_layers.WNDense, keras.layers.Dense, {"units": 4}, (3, 6)),
         (
-            wn.WNConv2D,
+            wn_layers.WNConv2D,
             keras.layers.Conv2D,
             {"filters": 3, "kernel_size": 3},
             (2, 5, 5, 2),
@@ -169,7 +169,7 @@ def test_gradients_match_the_wn_paper_formulas():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((6, 4)).astype("float32")
     c = rng.standard_normal((6, 3)).astype("float32")
-    layer = _built(wn.WNDense, {"units": 3, "use_bias": False}, x.shape)
+    layer = _built(wn_layers.WNDense, {"units": 3, "use_bias": False}, x.shape)
     randomize_variables(layer, seed=6)
     grad_v, grad_g = gradients(
         lambda: keras.ops.sum(keras.ops.multiply(layer(x), c)),
@@ -193,7 +193,7 @@ def test_gradients_match_the_wn_paper_formulas():
 
 def test_log_scale_parameterization():
     x = np.random.default_rng(2).standard_normal((4, 3)).astype("float32")
-    layer = _built(wn.WNDense, {"units": 2}, x.shape, log_scale=True)
+    layer = _built(wn_layers.WNDense, {"units": 2}, x.shape, log_scale=True)
     raw = layer.raw_gains["kernel"]
     assert raw.path.split("/")[-1] == "s"
     v = np.asarray(layer.v)
@@ -215,7 +215,7 @@ def test_log_scale_parameterization():
 @pytest.mark.parametrize("log_scale", [False, True])
 def test_zero_direction_gives_no_nan(log_scale):
     x = np.ones((2, 4, 4, 2), "float32")
-    layer = wn.WNConv2D(
+    layer = wn_layers.WNConv2D(
         3,
         3,
         kernel_initializer="zeros",
@@ -235,7 +235,9 @@ def test_zero_direction_gives_no_nan(log_scale):
 
 
 def test_assign_effective_kernel_is_the_right_inverse():
-    layer = _built(wn.WNConv1D, {"filters": 3, "kernel_size": 2}, (1, 4, 2))
+    layer = _built(
+        wn_layers.WNConv1D, {"filters": 3, "kernel_size": 2}, (1, 4, 2)
+    )
     w = np.random.default_rng(3).standard_normal((2, 2, 3)).astype("float32")
     layer.assign_effective_kernel("kernel", w)
     np.testing.assert_allclose(np.asarray(layer.v), w)
@@ -247,7 +249,7 @@ def test_assign_effective_kernel_is_the_right_inverse():
 
 def test_regularizer_acts_on_the_effective_kernel():
     layer = _built(
-        wn.WNDense,
+        wn_layers.WNDense,
         {"units": 3, "kernel_regularizer": keras.regularizers.L2(0.1)},
         (2, 4),
     )
@@ -268,7 +270,9 @@ def test_regularizer_acts_on_the_effective_kernel():
 )
 def test_regularizer_gradient_equals_autodiff_of_the_formula(regularizer):
     layer = _built(
-        wn.WNDense, {"units": 3, "kernel_regularizer": regularizer}, (2, 4)
+        wn_layers.WNDense,
+        {"units": 3, "kernel_regularizer": regularizer},
+        (2, 4),
     )
     randomize_variables(layer, seed=9)
     v = np.asarray(layer.v).copy()
@@ -306,13 +310,13 @@ def test_regularizer_gradient_equals_autodiff_of_the_formula(regularizer):
     "cls,kwargs,in_shape,check",
     [
         (
-            wn.WNDense,
+            wn_layers.WNDense,
             {"units": 3, "kernel_constraint": keras.constraints.NonNeg()},
             (4, 5),
             lambda w: np.all(w >= 0),
         ),
         (
-            wn.WNDense,
+            wn_layers.WNDense,
             {
                 "units": 3,
                 "kernel_constraint": keras.constraints.MaxNorm(0.5, axis=0),
@@ -321,7 +325,7 @@ def test_regularizer_gradient_equals_autodiff_of_the_formula(regularizer):
             lambda w: np.all(np.sqrt(np.sum(w**2, axis=0)) <= 0.5 + 1e-6),
         ),
         (
-            wn.WNConv2D,
+            wn_layers.WNConv2D,
             {
                 "filters": 2,
                 "kernel_size": 2,
@@ -359,17 +363,17 @@ def test_supported_constraints_hold_on_the_effective_kernel(
     "cls,kwargs,match",
     [
         (
-            wn.WNDense,
+            wn_layers.WNDense,
             {"units": 2, "kernel_constraint": keras.constraints.MaxNorm(2, 1)},
             "axis=\\[0\\]",
         ),
         (
-            wn.WNDense,
+            wn_layers.WNDense,
             {"units": 2, "kernel_constraint": lambda w: w},
             "cannot be honoured",
         ),
         (
-            wn.WNConv1D,
+            wn_layers.WNConv1D,
             {
                 "filters": 2,
                 "kernel_size": 2,
@@ -387,10 +391,10 @@ def test_unsupported_constraints_raise(cls, kwargs, match):
 
 def test_separable_constraints_are_checked_per_kernel():
     with pytest.raises(ValueError, match="pointwise_kernel"):
-        wn.WNSeparableConv2D(
+        wn_layers.WNSeparableConv2D(
             4, 3, pointwise_constraint=keras.constraints.MaxNorm(1, axis=0)
         )
-    wn.WNSeparableConv2D(
+    wn_layers.WNSeparableConv2D(
         4, 3, depthwise_constraint=keras.constraints.MaxNorm(1, axis=[0, 1])
     )
 
@@ -408,12 +412,12 @@ def test_separable_constraints_are_checked_per_kernel():
 )
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
-        wn.WNDense(3, **kwargs)
+        wn_layers.WNDense(3, **kwargs)
 
 
 def test_gain_of_a_missing_kernel_raises():
     layer = _built(
-        wn.WNSeparableConv1D, {"filters": 2, "kernel_size": 2}, (1, 4, 2)
+        wn_layers.WNSeparableConv1D, {"filters": 2, "kernel_size": 2}, (1, 4, 2)
     )
     assert tuple(layer.pointwise_g.shape) == (2,)
     with pytest.raises(AttributeError, match="depthwise_kernel"):

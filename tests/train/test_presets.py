@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 import models
-from keras_wc.layers.compander import CompanderMixin
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
-from keras_wc.layers.weight_norm import WeightNormMixin
+from keras_wc.layers.wc_base import CompanderMixin
+from keras_wc.layers.wn_base import WeightNormMixin
 from train import assembly, cli, presets, schedules
 from train.data import DataBundle
 

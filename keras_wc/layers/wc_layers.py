@@ -3,13 +3,12 @@
 Each class is its Keras parent with every kernel replaced by `Ψ(v)`
 (`CompanderMixin`); biases and normalization layers are never
 reparameterized (WC paper, §III-A). The classes are generated from the
-table of layer types (`keras_wc.layers.layouts`): `WC` + the Keras class
+table of layer types (`keras_wc.layers.layer_types`): `WC` + the Keras class
 name, registered as `keras_wc>WC...`; `CLASSES` holds them by name.
 """
 
 
-from keras_wc.layers.compander import CompanderMixin, LinearCompanderMixin
-from keras_wc.layers.layouts import (
+from keras_wc.layers.layer_types import (
     RECURRENT_LAYERS,
     define_classes,
     example_of,
@@ -18,6 +17,7 @@ from keras_wc.layers.layouts import (
 )
 from keras_wc.layers.recurrent import RecurrentMixin
 from keras_wc.layers.reparameterized import RAW_NAMES, doc_call
+from keras_wc.layers.wc_base import CompanderMixin, LinearCompanderMixin
 
 _DOC = """{parent} whose kernel{s} {are} reparameterized as `w = a·f(v/b)`.
 

@@ -338,12 +338,12 @@ class CompanderMixin(ReparameterizedLayer):
     def _effective_kernel(self, name):
         return self.compand(self._raw_kernels[name])
 
-    def _raw_values(self, name, value):
+    def _right_inverse(self, name, value):
         a, b = self._current_scales()
         return [_inverse(self.compander, a, b, value, self.name)]
 
     @classmethod
-    def _raw_values_for(cls, layer, options, name, value):
+    def _right_inverse_for(cls, layer, options, name, value):
         shared = options["shared"]
         if shared is not None:
             a, b = (

@@ -1,9 +1,10 @@
 """The table of the Keras layer types keras_wc reparameterizes: one row per
 type, from which the `WC*` and `WN*` classes, their docstrings and the
-layer test cases are generated (`keras_wc.layers.wc`, `keras_wc.layers.wn`,
-`tests/layers`). Adding a layer type is adding a row (and its numeric
-test); the mechanism (`reparameterized`, `compander`, `weight_norm`) reads
-the row and has no `isinstance` chain over layer types.
+layer test cases are generated (`keras_wc.layers.wc_layers`,
+`keras_wc.layers.wn_layers`, `tests/layers`). Adding a layer type is
+adding a row (and its numeric test); the mechanism (`reparameterized`,
+`wc_base`, `wn_base`) reads the row and has no `isinstance` chain over
+layer types.
 
 A row (`LayerType`) says which variables of the layer are kernels (the
 names its `build` passes to `add_weight`), which constructor arguments

@@ -22,7 +22,7 @@ import numpy as np
 from keras import ops
 
 from keras_wc import backend, lean
-from keras_wc.layers.layouts import layout_of
+from keras_wc.layers.layer_types import layout_of
 from keras_wc.layers.reparameterized import (
     RAW_NAMES,
     ReparameterizedLayer,
@@ -206,7 +206,7 @@ class WeightNormCore(ReparameterizedLayer):
 
     The part of weight normalization shared by every layer: one gain per
     output unit, the norm taken over every kernel axis but the output-unit
-    axes (see `keras_wc.layers.layouts`). `WeightNormMixin` adds the
+    axes (see `keras_wc.layers.layer_types`). `WeightNormMixin` adds the
     data-dependent init of the kernel layers; recurrent cells use this
     class as it is (`WeightNormCellMixin`).
     """
@@ -387,13 +387,13 @@ class WeightNormCore(ReparameterizedLayer):
             regularizer=regularizer,
         )
 
-    def _raw_values(self, name, value):
-        return self._raw_values_for(
+    def _right_inverse(self, name, value):
+        return self._right_inverse_for(
             self, self.reparameterization_config(), name, value
         )
 
     @classmethod
-    def _raw_values_for(cls, layer, options, name, value):
+    def _right_inverse_for(cls, layer, options, name, value):
         norm = np.sqrt(
             np.maximum(
                 np.sum(

@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_wc.layers import wn
-from keras_wc.layers.layouts import SUPPORTED_LAYERS, layout_of
+from keras_wc.layers import wn_layers
+from keras_wc.layers.layer_types import SUPPORTED_LAYERS, layout_of
 
 
 class WeightNormalizationError(TypeError, ValueError):
@@ -98,7 +98,7 @@ def WeightNormalization(layer, data_init=True, **kwargs):  # noqa: N802
     # Built as the WN class itself, so that it is what a model's own code
     # calling the wrapper rebuilds when it is loaded (a `.keras` file of the
     # model, folded or not, then loads).
-    target = getattr(wn, "WN" + type(layer).__name__)
+    target = getattr(wn_layers, "WN" + type(layer).__name__)
     new = target.from_config(
         {**layer.get_config(), **kwargs, "data_init": data_init}
     )

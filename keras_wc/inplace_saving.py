@@ -26,7 +26,7 @@ back.
 import keras
 
 from keras_wc import tree
-from keras_wc.layers.layouts import plain_parent
+from keras_wc.layers.layer_types import plain_parent
 from keras_wc.layers.recurrent import RecurrentMixin, kernel_holder
 from keras_wc.layers.reparameterized import CHANGE, ReparameterizedLayer
 

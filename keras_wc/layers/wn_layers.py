@@ -2,14 +2,14 @@
 
 Each class is its Keras parent with every kernel replaced by `g·v/‖v‖`
 (`WeightNormMixin`); biases are never reparameterized. The classes are
-generated from the table of layer types (`keras_wc.layers.layouts`): `WN` +
+generated from the table of layer types (`keras_wc.layers.layer_types`): `WN` +
 the Keras class name, registered as `keras_wc>WN...`; `CLASSES` holds them
 by name.
 """
 
 import textwrap
 
-from keras_wc.layers.layouts import (
+from keras_wc.layers.layer_types import (
     RECURRENT_LAYERS,
     define_classes,
     example_of,
@@ -18,7 +18,7 @@ from keras_wc.layers.layouts import (
 )
 from keras_wc.layers.recurrent import RecurrentMixin
 from keras_wc.layers.reparameterized import doc_call
-from keras_wc.layers.weight_norm import WeightNormCellMixin, WeightNormMixin
+from keras_wc.layers.wn_base import WeightNormCellMixin, WeightNormMixin
 
 _DOC = """{parent} whose kernel{s} {are} weight-normalized: `w = g·v/‖v‖`.
 
