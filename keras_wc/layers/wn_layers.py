@@ -20,6 +20,20 @@ from keras_wc.layers.recurrent import RecurrentMixin
 from keras_wc.layers.reparameterized import doc_call
 from keras_wc.layers.wn_base import WeightNormCellMixin, WeightNormMixin
 
+# The end of every WN docstring: its example and the paper.
+_EXAMPLE = """
+Example:
+
+>>> layer = keras_wc.{name}({example})
+>>> {call}
+>>> y.shape
+{output_shape}
+
+Reference: Salimans, Kingma, "Weight Normalization: A Simple
+Reparameterization to Accelerate Training of Deep Neural Networks",
+NeurIPS 2016, arXiv:1602.07868.
+"""
+
 _DOC = """{parent} whose kernel{s} {are} weight-normalized: `w = g·v/‖v‖`.
 
 Weight normalization (Salimans & Kingma, NeurIPS 2016, Eq. 2) splits the
@@ -72,18 +86,7 @@ Attributes:
     {kernels}: the effective kernel{s}
         `g·v/‖v‖`, a tensor recomputed on read.
     initialized: the persisted, non-trainable boolean init flag.
-
-Example:
-
->>> layer = keras_wc.{name}({example})
->>> {call}
->>> y.shape
-{output_shape}
-
-Reference: Salimans, Kingma, "Weight Normalization: A Simple
-Reparameterization to Accelerate Training of Deep Neural Networks",
-NeurIPS 2016, arXiv:1602.07868.
-"""
+""" + _EXAMPLE
 
 _REGULARIZER_NOTE = (
     " on the effective kernel `w` (an L2 penalty on `w` is an L2 penalty on "
@@ -94,6 +97,7 @@ _REGULARIZER_NOTE = (
     "construction. The data-dependent init ignores constraints; they act "
     "from the first optimizer step."
 )
+
 _RECURRENT_DOC = """{parent} whose kernel and recurrent kernel are
 weight-normalized: `w = g·v/‖v‖` per output unit of each gate.
 
@@ -108,9 +112,9 @@ of shape `(k·units,)` and `recurrent_g` of the same shape). This is
 PyTorch's `weight_norm(lstm, "weight_ih_l0")` and `weight_norm(lstm,
 "weight_hh_l0")` (norm per row of its transposed layout): the input and
 the recurrent weights of a gate unit are scaled independently, which
-keeps their relative scale trainable. Gradients are
-those of Eq. 3; `v` and `g` are float32 and the kernels are computed in
-float32 (mixed precision included).{cell_note}
+keeps their relative scale trainable. Gradients are those of Eq. 3; `v`
+and `g` are float32 and the kernels are computed in float32 (mixed
+precision included).{cell_note}
 
 Initialization: `v = w₀` from the initializers and `g = ‖w₀‖`, so the layer
 starts as the plain `{parent}` would. There is no data-dependent init for
@@ -127,18 +131,7 @@ Args:
     init_scale: kept for symmetry with the other WN layers (> 0).
     log_scale: if `True`, `g = exp(s)` with a raw trainable `s`.
     **kwargs: the arguments of `keras.layers.{parent}`.
-
-Example:
-
->>> layer = keras_wc.{name}({example})
->>> {call}
->>> y.shape
-{output_shape}
-
-Reference: Salimans, Kingma, "Weight Normalization: A Simple
-Reparameterization to Accelerate Training of Deep Neural Networks",
-NeurIPS 2016, arXiv:1602.07868.
-"""
+""" + _EXAMPLE
 
 
 _CELL_DOC = """{parent} whose kernels are weight-normalized: `w = g·v/‖v‖`
