@@ -97,6 +97,7 @@ def scales_of(baseline_dir, settings):
     """The (a, b) `a="auto", b="auto"` gives each layer of the seed-0
     baseline (`keras_wc.convert`'s report)."""
     import keras_wc
+    from keras_wc import tree
     from train import assembly
 
     config = Config(**{**settings, "seeds": 1}).resolve()
@@ -106,9 +107,12 @@ def scales_of(baseline_dir, settings):
         init_file=os.path.join(baseline_dir, "seed-0", "best.weights.h5"),
     )
     return {
-        layer.name: [round(float(layer.a), 4), round(float(layer.b), 4)]
-        for layer in model._flatten_layers()
-        if isinstance(layer, keras_wc.WCDense | keras_wc.WCConv2D)
+        node.layer.name: [
+            round(float(node.layer.a), 4),
+            round(float(node.layer.b), 4),
+        ]
+        for node in tree.walk(model)
+        if isinstance(node.layer, keras_wc.WCDense | keras_wc.WCConv2D)
     }
 
 

@@ -225,7 +225,7 @@ def _nothing_converted(model, report):
     else:
         why = (
             "it holds no kernel layer (Dense, EinsumDense, convolutions, "
-            "LSTM, GRU, SimpleRNN, at any depth), so nothing was "
+            "LSTM, GRU, SimpleRNN, ConvLSTM, at any depth), so nothing was "
             "reparameterized. Check that this is the model you meant; its "
             "layers with weights, if any, are listed below."
         )

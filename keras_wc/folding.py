@@ -15,7 +15,7 @@ from keras_wc import inplace_saving, internals, rebuilding, tree
 from keras_wc.layers.layer_types import (
     KERNEL_LAYERS,
     SUPPORTED_LAYERS,
-    layout_of,
+    layer_type_of,
     plain_parent,
 )
 from keras_wc.layers.mean_only_batch_norm import MeanOnlyBatchNorm
@@ -34,7 +34,7 @@ _EPSILON = 1e-12
 _BIAS_PER_CHANNEL = tuple(
     cls
     for cls in KERNEL_LAYERS
-    if cls is not keras.layers.EinsumDense and not layout_of(cls).recurrent
+    if cls is not keras.layers.EinsumDense and not layer_type_of(cls).recurrent
 )
 
 

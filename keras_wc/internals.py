@@ -10,8 +10,8 @@ contract tests on both).
 """
 
 import contextlib
-import functools
 import inspect
+import sys
 
 import keras
 
@@ -465,12 +465,14 @@ def ema_slots(optimizer):
     return optimizer._model_variables_moving_average
 
 
-@functools.cache
 def conv_lstm_cell_class():
     """The class of the cell Keras's `ConvLSTM1D/2D/3D` build.
 
     Missing public API: Keras does not export it (`keras.layers` has no
-    `ConvLSTMCell`); it is taken from a layer built through the public
-    API, not imported from `keras.src`.
+    `ConvLSTMCell`); it is the `ConvLSTMCell` of the module defining the
+    public layers' base class. (Not taken from a layer built to find it:
+    building a layer at import would start the backend, before a user can
+    configure its devices.)
     """
-    return type(keras.layers.ConvLSTM1D(1, 1, name="keras_wc_probe").cell)
+    base = keras.layers.ConvLSTM1D.__mro__[1]
+    return sys.modules[base.__module__].ConvLSTMCell

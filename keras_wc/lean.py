@@ -18,7 +18,7 @@ one entry point per operation:
   layer whose output the gain scales;
 * `effective_gradient(compander, a, b, gradient, v)`: the modified
   optimizers' `g_w = ∂L/∂v / Ψ'(v)`;
-* `adam_update(compander, a, b, gradient, v, m, s, ...)`: the modified
+* `adam_update(compander, a, b, gradient, v, moments, ...)`: the modified
   Adam's step, in place;
 * `xla_in_tf_graph(owner, key, function, *tensors)`: a step (the modified
   optimizers' update of a kernel) as one XLA-compiled function nested in
@@ -179,8 +179,7 @@ def adam_update(
     b,
     gradient,
     v,
-    m,
-    s,
+    moments,
     *,
     learning_rate,
     iterations,
@@ -191,13 +190,14 @@ def adam_update(
 ):
     """Keras's Adam step on `gradient` = ∂L/∂Ψ(v), multiplied by Ψ'(v),
     with the decoupled decay of Ψ(v) by `weight_decay` (None: none), in
-    place on the tensors of the kernel `v` and its moments `m`, `s`; by
-    the fused kernels. Returns whether it ran (False where the kernels do
-    not compute it: the caller takes the optimizer's `keras.ops` step)."""
+    place on the tensors of the kernel `v` and of its moments (`m`, `s`,
+    which `moments()` returns: read only where the kernels run); by the
+    fused kernels. Returns whether it ran (False where the kernels do not
+    compute it: the caller takes the optimizer's `keras.ops` step)."""
     kind = _native_kind(compander, gradient, v)
     if kind is None:
         return False
-    tensors = [v, m, s]
+    tensors = [v, *moments()]
     if not all(native.usable(t) and t.is_contiguous() for t in tensors):
         return False
     rate = float(ops.convert_to_numpy(learning_rate))

@@ -427,14 +427,13 @@ class ModifiedOptimizerMixin:
             and not (decays and _is_learnable(layer))
         ):
             return False
-        momentum, velocity = internals.adam_slots(self, variable)
-        tensors = [variable.value, momentum.value, velocity.value]
         return lean.adam_update(
             layer.compander,
             layer.a,
             layer.b,
             gradient,
-            *tensors,
+            variable.value,
+            lambda: [s.value for s in internals.adam_slots(self, variable)],
             learning_rate=learning_rate,
             iterations=self.iterations,
             beta_1=self.beta_1,

@@ -194,8 +194,8 @@ def describes(parent, child):
     if isinstance(parent, keras.layers.Wrapper):
         return child is parent.layer
     if isinstance(parent, keras.layers.RNN) and child is parent.cell:
-        # A plain LSTM/GRU/SimpleRNN writes its cell's arguments into its
-        # own config and rebuilds a plain cell; the generic RNN and the
+        # A plain LSTM/GRU/SimpleRNN/ConvLSTM writes its cell's arguments
+        # into its own config and rebuilds a plain cell; the generic RNN and the
         # keras_wc recurrent layers (which write their method's arguments
         # too) rebuild the cell they hold.
         return type(parent) is keras.layers.RNN or getattr(

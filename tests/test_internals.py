@@ -3,8 +3,11 @@ Keras, TensorFlow, JAX and PyTorch, each checked directly: a release that
 breaks one fails here, by name, before anything that depends on it. And no
 other module of keras_wc touches that state (the grep test at the end)."""
 
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -472,7 +475,6 @@ PRIVATE_ATTRIBUTES = (
     "_call_has_training_arg",
     "_call_signature",
     "_called",
-    "_compute_causal_padding",
     "_dtype_policy",
     "_flatten_layers",
     "_get_variable_index",
@@ -556,3 +558,49 @@ def test_the_conv_lstm_layers_build_one_unexported_cell_class():
         assert type(layer.cell) is cell_class
     # Once Keras exports it, keras_wc should take the public class.
     assert not hasattr(keras.layers, cell_class.__name__)
+
+
+IMPORT_STARTS_NOTHING = """
+import random
+import keras
+random.seed(0)
+expected = random.random()
+random.seed(0)
+import keras_wc
+assert random.random() == expected, "importing keras_wc drew random numbers"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+)
+print("ok")
+"""
+
+
+@pytest.mark.backend_independent
+def test_importing_keras_wc_starts_no_backend_runtime():
+    # A user (and `python -m train --logical-cpus`) configures devices
+    # after importing keras_wc: the import must not build a layer, which
+    # creates variables and starts TensorFlow's runtime.
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_STARTS_NOTHING],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_the_dtype_policy_setter_writes_into_a_map_keep_own_replaces_it():
+    policy_map = keras.dtype_policies.DTypePolicyMap()
+    layer = keras.layers.Dense(2, dtype=policy_map, name="held")
+    layer.build((None, 3))
+    assert layer.dtype_policy is policy_map  # the map, not a policy of it
+    layer.dtype_policy = "float32"  # the public setter: into the map
+    assert layer.dtype_policy is policy_map
+    assert layer.path in policy_map
+    source = keras.layers.Dense(2, dtype="float32")
+    internals.keep_own_dtype_policy(layer, source)
+    assert layer.dtype_policy is source.dtype_policy

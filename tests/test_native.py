@@ -367,7 +367,7 @@ def test_modified_adam_takes_the_fused_step_only_where_it_is_adams(
 @pytest.mark.backends("jax", reason="XLA's copies, read off JAX's HLO")
 def test_learnable_step_makes_no_copy_of_a_kernel():
     """With learnable a, b the ∂L/∂b reduction reads v; ordered before the
-    gradient the optimizer consumes (`lean.after`), it lets XLA update v
+    gradient the optimizer consumes (`lean.ordered_after`), it lets XLA update v
     in place instead of copying it every step."""
     import jax
 
@@ -389,7 +389,7 @@ def test_learnable_step_makes_no_copy_of_a_kernel():
 
 
 @pytest.mark.backends("tensorflow", reason="TensorFlow's graph mode")
-def test_fused_by_xla_runs_the_function_compiled_in_graph_mode():
+def test_xla_in_tf_graph_runs_the_function_compiled_in_graph_mode():
     import tensorflow as tf
 
     seen = []

@@ -166,6 +166,8 @@ class LayerType:
             export (a cell only its recurrent layer builds).
         case: the `Case` the layer tests run (`None`: tested through its
             recurrent layer).
+        states: a cell's number of state tensors (its docstring example
+            passes them); 0 for a layer.
     """
 
     parent: type
@@ -181,6 +183,7 @@ class LayerType:
     norm_doc: str = ""
     example: tuple = None
     case: Case = None
+    states: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,7 +264,7 @@ def _separable_type(parent, example, case):
     )
 
 
-def _cell(parent, example, kernel_rank=_matrix_rank):
+def _cell(parent, example, states, kernel_rank=_matrix_rank):
     # Cells hold their gates side by side along the last axis
     # ((input_dim, k·units) and (units, k·units); a ConvLSTM cell's
     # (*kernel_size, channels, 4·filters)): every last-axis entry is one
@@ -274,6 +277,7 @@ def _cell(parent, example, kernel_rank=_matrix_rank):
         data_init=None,
         recurrent=True,
         example=example,
+        states=states,
     )
 
 
@@ -425,10 +429,10 @@ LAYER_TYPES = (
             {"depthwise_kernel": (0, 1), "pointwise_kernel": (0, 1, 2)},
         ),
     ),
-    _cell(L.LSTMCell, ("16", "(2, 8)", "(2, 16)")),
-    _cell(L.GRUCell, ("16", "(2, 8)", "(2, 16)")),
-    _cell(L.SimpleRNNCell, ("16", "(2, 8)", "(2, 16)")),
-    _cell(internals.conv_lstm_cell_class(), None, kernel_rank=_conv_rank),
+    _cell(L.LSTMCell, ("16", "(2, 8)", "(2, 16)"), 2),
+    _cell(L.GRUCell, ("16", "(2, 8)", "(2, 16)"), 1),
+    _cell(L.SimpleRNNCell, ("16", "(2, 8)", "(2, 16)"), 1),
+    _cell(internals.conv_lstm_cell_class(), None, 2, kernel_rank=_conv_rank),
 )
 
 RECURRENT_TYPES = (
@@ -450,10 +454,10 @@ RECURRENT_TYPES = (
 )
 del L
 
-LAYOUTS = {row.parent: row for row in LAYER_TYPES}
+BY_PARENT = {row.parent: row for row in LAYER_TYPES}
 
 # The built-in kernel layers, in the order of `LAYER_TYPES`.
-KERNEL_LAYERS = tuple(LAYOUTS)
+KERNEL_LAYERS = tuple(BY_PARENT)
 
 # The recurrent layers whose cell is one of the cells above. Their config
 # holds the cell's arguments, so `keras_wc` has a form of each.
@@ -469,12 +473,12 @@ SUPPORTED_LAYERS = KERNEL_LAYERS + tuple(RECURRENT_LAYERS)
 def plain_parent(cls):
     """The built-in kernel (or recurrent) layer class `cls` derives from."""
     for base in cls.__mro__:
-        if base in LAYOUTS or base in RECURRENT_LAYERS:
+        if base in BY_PARENT or base in RECURRENT_LAYERS:
             return base
     return None
 
 
-def layout_of(layer_or_class):
+def layer_type_of(layer_or_class):
     """The `LayerType` of a kernel layer (or class), `None` if unsupported;
     a recurrent layer has its cell's."""
     cls = (
@@ -483,7 +487,7 @@ def layout_of(layer_or_class):
         else type(layer_or_class)
     )
     parent = plain_parent(cls)
-    return LAYOUTS.get(RECURRENT_LAYERS.get(parent, parent))
+    return BY_PARENT.get(RECURRENT_LAYERS.get(parent, parent))
 
 
 def example_of(parent):
@@ -492,6 +496,22 @@ def example_of(parent):
         if row.parent is parent:
             return row.example
     raise KeyError(parent)
+
+
+def example_call(parent, input_shape):
+    """The call line of the docstring example of the keras_wc forms of
+    `parent` (a cell takes and returns its states too)."""
+    x = f"keras.random.normal({input_shape})"
+    row = BY_PARENT.get(parent)
+    if row is None or not row.states:
+        return f"y = layer({x})"
+    states = f"[keras.ops.zeros((2, 16))] * {row.states}"
+    return f"y, states = layer({x}, {states})"
+
+
+def recurrent_layers_of(cell):
+    """The names of the recurrent layers built on the cell class `cell`."""
+    return [row.parent.__name__ for row in RECURRENT_TYPES if row.cell is cell]
 
 
 def is_public(cls):

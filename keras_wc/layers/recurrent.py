@@ -1,4 +1,5 @@
-"""Recurrent layers (`LSTM`, `GRU`, `SimpleRNN`) with a reparameterized cell.
+"""Recurrent layers (`LSTM`, `GRU`, `SimpleRNN`, `ConvLSTM1D/2D/3D`) with a
+reparameterized cell.
 
 Keras builds the cell of an `LSTM` inside the layer's constructor from the
 layer's own arguments, and the layer's config holds those arguments, not the
@@ -18,7 +19,8 @@ from keras_wc.layers.reparameterized import check_adoptable, mark_change
 
 
 class RecurrentMixin:
-    """Mixin for `LSTM`, `GRU` or `SimpleRNN` with a reparameterized cell.
+    """Mixin for a recurrent layer of the table of layer types (`LSTM`,
+    `GRU`, `SimpleRNN`, `ConvLSTM1D/2D/3D`) with a reparameterized cell.
 
     Subclasses set `CELL_CLASS`, the keras_wc cell class (e.g.
     `WCLSTMCell`); every constructor argument of `CELL_CLASS`'s method

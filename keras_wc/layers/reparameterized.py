@@ -6,9 +6,9 @@ variables, the effective kernel being recomputed from them in float32 in the
 compute path. The mechanism hooks the parent class at two public points:
 
 * `add_weight`: when the parent's `build` asks for a kernel (the names in
-  the layer's `Layout`), the subclass creates its raw variables instead
-  (`_create_kernel`) and the raw variable is handed back, so the parent's
-  `build` runs unchanged;
+  the layer's row of the table of layer types), the subclass creates its
+  raw variables instead (`_create_kernel`) and the raw variable is handed
+  back, so the parent's `build` runs unchanged;
 * the kernel attributes: `kernel`, `depthwise_kernel`, `pointwise_kernel`
   and `recurrent_kernel` are properties returning the effective kernel, so
   the parent's own `call` applies it.
@@ -52,7 +52,7 @@ import numpy as np
 from keras import ops
 
 from keras_wc import internals, sharding
-from keras_wc.layers.layer_types import layout_of, plain_parent
+from keras_wc.layers.layer_types import layer_type_of, plain_parent
 
 KERNEL_NAMES = (
     "kernel",
@@ -69,20 +69,6 @@ RAW_NAMES = {
     "pointwise_kernel": "pointwise_v",
     "recurrent_kernel": "recurrent_v",
 }
-
-
-def doc_call(parent, input_shape):
-    """The docstring example's call line for a layer of class `parent`
-    (a recurrent cell takes and returns its states too)."""
-    x = f"keras.random.normal({input_shape})"
-    if parent not in (
-        keras.layers.LSTMCell,
-        keras.layers.GRUCell,
-        keras.layers.SimpleRNNCell,
-    ):
-        return f"y = layer({x})"
-    states = 2 if parent is keras.layers.LSTMCell else 1
-    return f"y, states = layer({x}, [keras.ops.zeros((2, 16))] * {states})"
 
 
 def _kernel_property(name):
@@ -178,7 +164,8 @@ def _call_in_scope(call):
 class ReparameterizedLayer:
     """Mixin for a Keras kernel layer with reparameterized kernel(s).
 
-    Put it first in the bases: `class WCDense(CompanderMixin, Dense)`.
+    Put it first in the bases: `class WCDepthwiseConv2D(CompanderMixin,
+    DepthwiseConv2D)` (`keras_wc.layers.layer_types.define_classes` does).
     Subclasses implement:
 
     * `_parse_options(layer, **options)` (a classmethod): validate the
@@ -297,9 +284,10 @@ class ReparameterizedLayer:
         return fallback(name)
 
     @property
-    def layout(self):
-        """The `Layout` of the layer's kernels."""
-        return layout_of(self)
+    def layer_type(self):
+        """The row of the table of layer types describing this layer's
+        kernels (`keras_wc.layers.layer_types.LayerType`)."""
+        return layer_type_of(self)
 
     @property
     def raw_kernels(self):
@@ -308,7 +296,7 @@ class ReparameterizedLayer:
 
     def add_weight(self, *args, **kwargs):
         name = kwargs.get("name")
-        if name not in self.layout.kernels or args:
+        if name not in self.layer_type.kernels or args:
             return super().add_weight(*args, **kwargs)
         initializer = keras.initializers.get(kwargs.get("initializer"))
         regularizer = keras.regularizers.get(kwargs.get("regularizer"))
@@ -344,7 +332,7 @@ class ReparameterizedLayer:
         """
         if regularizer is None:
             return None
-        if self.layout.recurrent:
+        if self.layer_type.recurrent:
             return EffectiveRegularizer(regularizer, self, name)
         self._call_regularizers[name] = regularizer
         return None
@@ -678,7 +666,7 @@ class ReparameterizedLayer:
         old = {}
         raw = {}
         if layer.built:
-            for name in layout_of(cls).kernels:
+            for name in layer_type_of(cls).kernels:
                 variable = _own_variable(layer, name)
                 if variable is None:
                     continue

@@ -20,7 +20,7 @@ import math
 
 from keras import ops
 
-from keras_wc.layers.layer_types import layout_of
+from keras_wc.layers.layer_types import layer_type_of
 
 
 def parent_call(cls, mixin):
@@ -52,7 +52,7 @@ def scaling_parts(layer, mixin, inputs):
     Keras's own `call` of a layer type with `scaled` ops and the output on
     `inputs` is smaller than the kernel, else None (also with LoRA, whose
     adapters add to the kernel: the scale does not commute with them)."""
-    row = layout_of(layer)
+    row = layer_type_of(layer)
     parts = row.scaled
     if (
         parts is None

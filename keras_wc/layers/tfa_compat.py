@@ -3,7 +3,7 @@
 import keras
 
 from keras_wc.layers import wn_layers
-from keras_wc.layers.layer_types import SUPPORTED_LAYERS, layout_of
+from keras_wc.layers.layer_types import SUPPORTED_LAYERS, layer_type_of
 
 
 class WeightNormalizationError(TypeError, ValueError):
@@ -75,7 +75,7 @@ def WeightNormalization(layer, data_init=True, **kwargs):  # noqa: N802
             "`layer` must be a Keras layer. Received: "
             f"layer={layer!r} of type {type(layer).__name__}"
         )
-    supported = [c for c in SUPPORTED_LAYERS if not layout_of(c).recurrent]
+    supported = [c for c in SUPPORTED_LAYERS if not layer_type_of(c).recurrent]
     if type(layer) not in supported:
         raise WeightNormalizationError(
             "keras_wc.WeightNormalization supports the Keras layers "
@@ -107,7 +107,7 @@ def WeightNormalization(layer, data_init=True, **kwargs):  # noqa: N802
         new.build_from_config(build_config)
         for variable in layer.weights:
             value = keras.ops.convert_to_numpy(variable)
-            if variable.name in new.layout.kernels:
+            if variable.name in new.layer_type.kernels:
                 new.assign_effective_kernel(variable.name, value)
             else:
                 getattr(new, variable.name).assign(value)

@@ -11,12 +11,14 @@ name, registered as `keras_wc>WC...`; `CLASSES` holds them by name.
 from keras_wc.layers.layer_types import (
     RECURRENT_LAYERS,
     define_classes,
+    example_call,
     example_of,
-    layout_of,
+    layer_type_of,
     plain_parent,
+    recurrent_layers_of,
 )
 from keras_wc.layers.recurrent import RecurrentMixin
-from keras_wc.layers.reparameterized import RAW_NAMES, doc_call
+from keras_wc.layers.reparameterized import RAW_NAMES
 from keras_wc.layers.wc_base import CompanderMixin, LinearCompanderMixin
 
 _DOC = """{parent} whose kernel{s} {are} reparameterized as `w = a·f(v/b)`.
@@ -84,15 +86,13 @@ def _document(cls):
     parent = plain_parent(cls)
     example = example_of(parent)
     if example is None:
-        layers = [
-            p.__name__ for p, c in RECURRENT_LAYERS.items() if c is parent
-        ]
         cls.__doc__ = _CELL_DOC.format(
-            parent=parent.__name__, layers="`, `".join(layers)
+            parent=parent.__name__,
+            layers="`, `".join(recurrent_layers_of(parent)),
         )
         return
     arguments, input_shape, output_shape = example
-    kernels = layout_of(parent).kernels
+    kernels = layer_type_of(parent).kernels
     several = len(kernels) > 1
     cls.__doc__ = _DOC.format(
         parent=parent.__name__,
@@ -102,7 +102,7 @@ def _document(cls):
         raw=", ".join(RAW_NAMES[k] for k in kernels),
         kernels=", ".join(kernels),
         example=arguments,
-        call=doc_call(parent, input_shape),
+        call=example_call(parent, input_shape),
         output_shape=output_shape,
     ) + (_RECURRENT_NOTE if parent in RECURRENT_LAYERS else "")
 

@@ -22,7 +22,7 @@ import numpy as np
 from keras import ops
 
 from keras_wc import backend, lean
-from keras_wc.layers.layer_types import layout_of
+from keras_wc.layers.layer_types import layer_type_of
 from keras_wc.layers.reparameterized import (
     RAW_NAMES,
     ReparameterizedLayer,
@@ -157,7 +157,7 @@ def _gain_property(name):
 
 def unit_axes(layer, name, rank):
     """The axes of kernel `name` (of rank `rank`) indexing output units."""
-    return layout_of(layer).unit_axes(layer, name, rank)
+    return layer_type_of(layer).unit_axes(layer, name, rank)
 
 
 def norm_axes(layer, name, rank):
@@ -168,7 +168,7 @@ def norm_axes(layer, name, rank):
 
 def _kernel_rank(layer, name):
     """The rank of kernel `name`, known before `build`."""
-    return layout_of(layer).kernel_rank(layer, name)
+    return layer_type_of(layer).kernel_rank(layer, name)
 
 
 def _split_constraint(layer, name, constraint, log_scale):
@@ -251,7 +251,7 @@ class WeightNormCore(ReparameterizedLayer):
         cls, layer, data_init=None, init_scale=1.0, log_scale=False
     ):
         owner = f"{cls.__name__} '{layer.name}'"
-        supported = layout_of(cls).data_init is not None
+        supported = layer_type_of(cls).data_init is not None
         if data_init is None:
             data_init = supported
         for arg, value in (("data_init", data_init), ("log_scale", log_scale)):
@@ -272,9 +272,8 @@ class WeightNormCore(ReparameterizedLayer):
             "log_scale": bool(log_scale),
         }
         # A constraint that cannot be honoured fails here, not in `build`.
-        for name, attribute in zip(
-            layout_of(cls).kernels, layout_of(cls).constraints, strict=True
-        ):
+        row = layer_type_of(cls)
+        for name, attribute in zip(row.kernels, row.constraints, strict=True):
             _split_constraint(
                 layer, name, getattr(layer, attribute), options["log_scale"]
             )
@@ -442,10 +441,10 @@ class WeightNormMixin(WeightNormCore):
     def _output_units(self, ndim):
         """(output positions of the units, in output order; the permutation
         taking statistics over them to the order of the gain's axes)."""
-        return self.layout.output_units(self, ndim)
+        return self.layer_type.output_units(self, ndim)
 
     def _bias_positions(self, ndim):
-        return self.layout.bias_positions(self, ndim)
+        return self.layer_type.bias_positions(self, ndim)
 
     # -- data-dependent initialization -------------------------------------
 
@@ -591,9 +590,8 @@ class WeightNormMixin(WeightNormCore):
         units, perm = self._output_units(ndim)
         reduced = [a for a in range(ndim) if a not in units]
         mean, variance = ops.moments(t, reduced, keepdims=True)
-        epsilon = (
-            DENSE_EPSILON if self.layout.data_init == "dense" else CONV_EPSILON
-        )
+        dense = self.layer_type.data_init == "dense"
+        epsilon = DENSE_EPSILON if dense else CONV_EPSILON
         scale = ops.where(
             variance > epsilon,
             self.init_scale / ops.sqrt(variance + epsilon),

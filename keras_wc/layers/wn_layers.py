@@ -12,12 +12,13 @@ import textwrap
 from keras_wc.layers.layer_types import (
     RECURRENT_LAYERS,
     define_classes,
+    example_call,
     example_of,
-    layout_of,
+    layer_type_of,
     plain_parent,
+    recurrent_layers_of,
 )
 from keras_wc.layers.recurrent import RecurrentMixin
-from keras_wc.layers.reparameterized import doc_call
 from keras_wc.layers.wn_base import WeightNormCellMixin, WeightNormMixin
 
 # The end of every WN docstring: its example and the paper.
@@ -122,7 +123,8 @@ recurrent layers (`keras_wc.initialize` leaves them as they are): their
 inputs at one step depend on the previous steps. Weight decay
 (`kernel_regularizer`, `recurrent_regularizer`) acts on the effective
 kernels, evaluated once per training step. Constraints as for `WNDense`:
-`NonNeg`, or a norm constraint over axis 0.
+`NonNeg`, or a norm constraint over the norm axes (every axis but the
+last: axis 0 for an LSTM, GRU or SimpleRNN kernel).
 
 All arguments of `keras.layers.{parent}` keep their positions and meaning;
 the arguments below are keyword-only.
@@ -143,15 +145,13 @@ into this by their keras_wc forms. See `keras_wc.WNLSTMCell`.
 def _document(cls):
     parent_cls = plain_parent(cls)
     if example_of(parent_cls) is None:
-        layers = [
-            p.__name__ for p, c in RECURRENT_LAYERS.items() if c is parent_cls
-        ]
         cls.__doc__ = _CELL_DOC.format(
-            parent=parent_cls.__name__, layers="`, `".join(layers)
+            parent=parent_cls.__name__,
+            layers="`, `".join(recurrent_layers_of(parent_cls)),
         )
         return
     example, input_shape, output_shape = example_of(parent_cls)
-    if parent_cls in RECURRENT_LAYERS or layout_of(parent_cls).recurrent:
+    if parent_cls in RECURRENT_LAYERS or layer_type_of(parent_cls).recurrent:
         cell = parent_cls not in RECURRENT_LAYERS
         cls.__doc__ = _RECURRENT_DOC.format(
             parent=parent_cls.__name__,
@@ -164,12 +164,12 @@ def _document(cls):
                 "before the loop over time steps."
             ),
             example=example,
-            call=doc_call(parent_cls, input_shape),
+            call=example_call(parent_cls, input_shape),
             output_shape=output_shape,
         )
         return
     parent = parent_cls.__name__
-    row = layout_of(parent_cls)
+    row = layer_type_of(parent_cls)
     separable = len(row.kernels) > 1
     layout = row.norm_doc
     cls.__doc__ = _DOC.format(
@@ -214,7 +214,7 @@ def _document(cls):
             "depthwise_kernel, pointwise_kernel" if separable else "kernel"
         ),
         example=example,
-        call=doc_call(parent_cls, input_shape),
+        call=example_call(parent_cls, input_shape),
         output_shape=output_shape,
     )
 

@@ -63,7 +63,7 @@ def test_positive_derivative_is_set_where_eq3_never_vanishes(name):
     assert comp.positive_derivative == (name in ("arctan", "arsinh"))
 
 
-def test_compiled_by_xla_tells_compiled_steps_apart():
+def test_in_xla_step_tells_compiled_steps_apart():
     seen = {}
     if BACKEND == "jax":
         import jax

@@ -4,6 +4,7 @@ the kernels computed once per call, weight decay, in place conversion."""
 import keras
 import numpy as np
 import pytest
+from backend_utils import BACKEND
 from layer_harness import randomize_variables, run_layer_test
 
 import keras_wc
@@ -272,3 +273,30 @@ def test_convert_reaches_both_kernels_of_a_conv_lstm_and_fold_restores_it(
     folded = keras_wc.fold(model)
     assert type(folded.layers[0]) is L.ConvLSTM1D
     np.testing.assert_allclose(folded(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    BACKEND == "tensorflow",
+    reason="TensorFlow has no channels_first convolution on every CPU",
+)
+@pytest.mark.parametrize(
+    "module, prefix", [(wc_layers, "WC"), (wn_layers, "WN")]
+)
+def test_conv_lstm_channels_first_matches_the_plain_layer(module, prefix):
+    x = _x((2, 3, 2, 5, 5))  # (batch, time, channels, rows, columns)
+    cls = module.CLASSES[prefix + "ConvLSTM2D"]
+    options = _options(cls)
+    layer = cls(3, 2, data_format="channels_first", **options)
+    layer(x)
+    randomize_variables(layer, seed=4)
+    twin = L.ConvLSTM2D(3, 2, data_format="channels_first")
+    twin(x)
+    twin.set_weights(
+        [
+            np.asarray(getattr(layer.cell, n))
+            for n in ("kernel", "recurrent_kernel")
+        ]
+        + [np.asarray(layer.cell.bias)]
+    )
+    assert tuple(layer(x).shape) == (2, 3, 4, 4)
+    np.testing.assert_allclose(layer(x), twin(x), rtol=1e-5, atol=1e-5)
