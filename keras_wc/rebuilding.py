@@ -191,7 +191,7 @@ def copy_weights(source, target):
         )
     for s, t in zip(source_weights, target_weights, strict=True):
         assign_copy(t, s)
-    for layer in internals.sublayers(target, True, recursive=True):
+    for layer in [target] + [node.layer for node in tree.walk(target)]:
         if layer.built and hasattr(layer, "_remember_initialized"):
             layer._remember_initialized()  # a WN layer's copied flag
 
